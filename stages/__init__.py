@@ -1,0 +1,1 @@
+"""mgmt-pipeline: DVC stages predicting MGMT promoter methylation from brain MRI."""

@@ -1,0 +1,120 @@
+"""Model inputs from the preprocessed cache, streamed patient by patient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+SampleFn = Callable[[Path], np.ndarray]
+
+
+def read_patients(path: Path | str) -> pd.DataFrame:
+    """The preprocess stage's patient table with IDs kept as zero-padded strings."""
+    return pd.read_csv(path, dtype={"split": str, "BraTS21ID": str, "MGMT_value": str}, keep_default_na=False)
+
+
+def samples_from_arrays(arrays: dict[str, np.ndarray], *, kind: str, series: list[str], depth: int) -> np.ndarray:
+    """Model samples of one patient as uint8, with a trailing channel axis.
+
+    ``slices``: every slice of every listed series, ``(n, S, S, 1)``;
+    ``stack``: for each slice of the first series, the nearest-in-position slice of each series
+    as channels, ``(n, S, S, C)`` (empty if a series is missing);
+    ``volume``: each series resampled to ``depth`` slices, ``(1, depth, S, S, C)``.
+    """
+    stacks = [arrays[name] for name in series]
+    size = stacks[0].shape[-1]
+    if kind == "slices":
+        return np.concatenate(stacks)[..., None]
+    if any(len(s) == 0 for s in stacks):
+        empty = (0, depth, size, size, len(series)) if kind == "volume" else (0, size, size, len(series))
+        return np.zeros(empty, np.uint8)
+    if kind == "stack":
+        ref_z = arrays[f"{series[0]}_z"]
+        channels = [s[np.abs(arrays[f"{name}_z"][None, :] - ref_z[:, None]).argmin(axis=1)]
+                    for name, s in zip(series, stacks)]
+        return np.stack(channels, axis=-1)
+    if kind == "volume":
+        picked = [s[np.round(np.linspace(0, len(s) - 1, depth)).astype(int)] for s in stacks]
+        return np.stack(picked, axis=-1)[None]
+    raise ValueError(f"unknown input kind {kind!r}")
+
+
+def sample_loader(*, kind: str, series: list[str], depth: int) -> SampleFn:
+    """A function reading one patient's ``.npz`` into model samples."""
+
+    def load(path: Path) -> np.ndarray:
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files if k.removesuffix("_z") in series}
+        return samples_from_arrays(arrays, kind=kind, series=series, depth=depth)
+
+    return load
+
+
+def sample_spec(load: SampleFn, path: Path) -> tf.TensorSpec:
+    """TensorSpec of one sample, from a patient that has samples."""
+    return tf.TensorSpec(load(path).shape[1:], tf.uint8)
+
+
+def patient_dataset(
+    paths: list[Path],
+    labels: list[int],
+    *,
+    load: SampleFn,
+    spec: tf.TensorSpec,
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+) -> tf.data.Dataset:
+    """Shuffled training batches ``(uint8 samples, one-hot labels)`` streamed from the cache.
+
+    Patients are read one at a time in a seeded order that changes each epoch, and slices are
+    mixed in a bounded shuffle buffer, so memory does not grow with the cohort.
+    """
+    rng = np.random.default_rng(seed)
+
+    def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in rng.permutation(len(paths)):
+            x = load(paths[i])
+            if len(x):
+                y = np.zeros((len(x), 2), np.float32)
+                y[:, labels[i]] = 1.0
+                yield x, y
+
+    signature = (
+        tf.TensorSpec((None, *spec.shape), tf.uint8),
+        tf.TensorSpec((None, 2), tf.float32),
+    )
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+    return ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(2)
+
+
+def predict_patients(
+    model: tf.keras.Model, paths: list[Path], *, load: SampleFn, batch_size: int, chunk: int = 8192
+) -> list[np.ndarray]:
+    """Positive-class probability of every sample, one array per patient, in bounded chunks."""
+    out: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        counts = [len(x) for x in pending]
+        probs = model.predict(np.concatenate(pending), batch_size=batch_size, verbose=0)[:, 1]
+        out.extend(np.split(probs.astype(np.float64), np.cumsum(counts)[:-1]))
+        pending.clear()
+
+    for path in paths:
+        x = load(path) if path.exists() else np.zeros((0,), np.uint8)
+        if len(x) == 0:
+            flush()
+            out.append(np.zeros(0))
+            continue
+        pending.append(x)
+        if sum(len(p) for p in pending) >= chunk:
+            flush()
+    flush()
+    return out

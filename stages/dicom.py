@@ -1,0 +1,174 @@
+"""Reading DICOM files: slice geometry from headers, pixels only when asked.
+
+Every failure to read a file becomes a :class:`DataError` whose message is one line naming the
+file and the reason, so stages can record a skip or stop with that line instead of a traceback.
+Only geometry and intensity attributes are read into our objects; identifying tags never leave
+the raw files.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_rescale
+
+AXIAL_IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
+class DataError(Exception):
+    """A problem with one input file or folder; ``str()`` is a single line naming it."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = " ".join(str(reason).split())[:300]
+        super().__init__(f"{self.path}: {self.reason}")
+
+    def __reduce__(self) -> tuple:
+        return (DataError, (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """Geometry of one image frame, read without pixel data."""
+
+    path: Path
+    frame: int | None  # index into a multi-frame file, None for single-frame files
+    position: tuple[float, float, float]  # ImagePositionPatient (mm, LPS)
+    row_dir: tuple[float, float, float]  # direction of increasing column index
+    col_dir: tuple[float, float, float]  # direction of increasing row index
+    spacing: tuple[float, float]  # (between rows, between columns) in mm
+    shape: tuple[int, int]  # (Rows, Columns)
+    thickness: float
+    geometry_known: bool
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit slice normal (row direction x column direction)."""
+        n = np.cross(self.row_dir, self.col_dir)
+        return n / np.linalg.norm(n)
+
+
+def _floats(value: object, count: int, what: str, path: Path) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError) as exc:
+        raise DataError(path, f"unreadable {what}: {exc}") from None
+    if len(out) != count or not np.all(np.isfinite(out)):
+        raise DataError(path, f"invalid {what}: {out}")
+    return out
+
+
+def _first(seq_owner: pydicom.Dataset | None, seq: str, keyword: str) -> object | None:
+    if seq_owner is None or seq not in seq_owner or not seq_owner[seq].value:
+        return None
+    return seq_owner[seq].value[0].get(keyword)
+
+
+def read_dataset(path: Path, *, pixels: bool) -> pydicom.Dataset:
+    """``dcmread`` one file; any reading failure becomes a :class:`DataError`."""
+    try:
+        with warnings.catch_warnings():  # problems are reported by our callers, once
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except InvalidDicomError:
+        raise DataError(path, "not a DICOM file") from None
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise DataError(path, f"corrupt DICOM ({type(exc).__name__}: {exc})") from None
+
+
+def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
+    """Per-frame geometry of a dataset (single- or multi-frame)."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DataError(path, f"missing image size ({exc})") from None
+    if rows < 1 or cols < 1 or frames < 1:
+        raise DataError(path, f"invalid image size {frames}x{rows}x{cols}")
+    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+
+    iop = ds.get("ImageOrientationPatient") or _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = ds.get("PixelSpacing") or _first(shared, "PixelMeasuresSequence", "PixelSpacing")
+    thick = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+    thick = thick or _first(shared, "PixelMeasuresSequence", "SpacingBetweenSlices")
+    thick = thick or _first(shared, "PixelMeasuresSequence", "SliceThickness")
+    thickness = _floats([thick or 1.0], 1, "slice thickness", path)[0] or 1.0
+    spacing_rc = _floats(spacing, 2, "PixelSpacing", path) if spacing else (1.0, 1.0)
+    if min(spacing_rc) <= 0:
+        raise DataError(path, f"invalid PixelSpacing {spacing_rc}")
+    orient = _floats(iop, 6, "ImageOrientationPatient", path) if iop else AXIAL_IOP
+    row_dir, col_dir = np.array(orient[:3]), np.array(orient[3:])
+    if np.linalg.norm(np.cross(row_dir, col_dir)) < 0.5:
+        raise DataError(path, f"degenerate ImageOrientationPatient {orient}")
+    normal = np.cross(row_dir, col_dir)
+    normal /= np.linalg.norm(normal)
+
+    positions: list[tuple[float, ...]] = []
+    known = iop is not None
+    for k in range(frames):
+        ipp = None
+        if k < len(per_frame):
+            ipp = _first(per_frame[k], "PlanePositionSequence", "ImagePositionPatient")
+        if ipp is None and frames == 1:
+            ipp = ds.get("ImagePositionPatient")
+        if ipp is None:
+            known = False
+            positions.append(tuple(float(v) for v in normal * thickness * k))
+        else:
+            positions.append(_floats(ipp, 3, "ImagePositionPatient", path))
+    return [
+        SliceHeader(
+            path=path,
+            frame=k if frames > 1 else None,
+            position=positions[k],  # type: ignore[arg-type]
+            row_dir=tuple(row_dir),  # type: ignore[arg-type]
+            col_dir=tuple(col_dir),  # type: ignore[arg-type]
+            spacing=spacing_rc,  # type: ignore[arg-type]
+            shape=(rows, cols),
+            thickness=thickness,
+            geometry_known=known,
+        )
+        for k in range(frames)
+    ]
+
+
+def read_headers(path: Path) -> list[SliceHeader]:
+    """Read one file's header (no pixel data) and return one :class:`SliceHeader` per frame."""
+    return headers_from_dataset(read_dataset(path, pixels=False), path)
+
+
+def decode_pixels(path: Path) -> np.ndarray:
+    """Decoded frames of one file as float32 ``(frames, rows, cols)`` in scanner units.
+
+    RescaleSlope/Intercept are applied and MONOCHROME1 is inverted so that bright means
+    high signal for every file.
+    """
+    ds = read_dataset(path, pixels=True)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DataError(path, "no pixel data")
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise DataError(path, f"not a greyscale image (SamplesPerPixel={ds.SamplesPerPixel})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = apply_rescale(ds.pixel_array, ds)
+    except Exception as exc:  # decoder plug-ins raise many types on corrupt input
+        raise DataError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+    arr = np.asarray(arr, dtype=np.float32)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    arr = arr.reshape(frames, int(ds.Rows), int(ds.Columns)) if arr.size == frames * ds.Rows * ds.Columns else arr
+    if arr.ndim != 3:
+        raise DataError(path, f"unexpected pixel array shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(path, "non-finite pixel values")
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        arr = -arr  # a constant map for the whole series; normalisation removes the offset
+    return arr

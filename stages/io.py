@@ -1,0 +1,79 @@
+"""Atomic output helpers: an interrupted run never leaves a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """Write ``obj`` as stable, sorted, indented JSON."""
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode())
+
+
+def read_json(path: Path | str) -> Any:
+    """Read a JSON file."""
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def write_csv(path: Path | str, rows: Iterable[Mapping[str, Any]], fieldnames: list[str]) -> None:
+    """Write dict rows as CSV with a header, atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def save_npz(path: Path | str, arrays: Mapping[str, np.ndarray]) -> None:
+    """Save named arrays as an uncompressed ``.npz`` that ``np.load`` reads, atomically.
+
+    ``np.savez`` stamps each member with the current time, so identical arrays would give
+    different bytes (and DVC hashes); fixed member timestamps keep the file reproducible.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` (same suffix) that replaces ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,280 @@
+"""A procedural head phantom written as real MR DICOM in the challenge layout.
+
+Each patient has a latent score ``f ~ N(strength * y, 1)`` where ``y`` is the MGMT label. The
+score sets the tumour's necrotic-core fraction and the brightness of its enhancing rim; every
+other property (head size, tumour size and place, oedema, scanner scaling, noise) is drawn
+independently of the label. Images therefore carry at most the information in ``f``, and the
+Bayes-optimal patient-level AUC is that of ``f`` itself: ``Phi(strength / sqrt(2))`` in the
+population, and ``roc_auc_score(y, f)`` on the patients actually written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    JPEGLSLossless,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    RLELossless,
+    generate_uid,
+)
+
+SERIES = ("FLAIR", "T1w", "T1wCE", "T2w")
+FAULTY_IDS = ("00109", "00123", "00709")
+FOV_MM = 220.0
+HEAD_MM = np.array([72.0, 90.0, 78.0])  # semi-axes along x (L), y (P), z (S)
+# tissue -> intensity per series (arbitrary scanner units); rim/core of T1wCE depend on f
+TISSUES = ("air", "scalp", "skull", "brain", "csf", "oedema", "rim", "core")
+INTENSITY = {
+    "T1w": (0, 600, 60, 480, 120, 400, 450, 220),
+    "T1wCE": (0, 600, 60, 480, 120, 400, 900, 180),
+    "T2w": (0, 350, 40, 450, 1000, 800, 650, 900),
+    "FLAIR": (0, 300, 40, 450, 80, 850, 600, 300),
+}
+# (row direction, column direction) for each acquisition plane, in LPS
+PLANES = {
+    "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+    "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+}
+ENCODINGS = {"rle": RLELossless, "jpegls": JPEGLSLossless}
+
+
+@dataclass
+class SeriesSpec:
+    """How one series is acquired and stored."""
+
+    plane: str = "axial"
+    first_number: int = 1
+    number_step: int = 1
+    descending: bool = False
+    monochrome1: bool = False
+    encoding: str | None = None
+    slope: float = 1.0
+    intercept: float = 0.0
+    scale: float = 1.0
+
+
+@dataclass
+class PatientSpec:
+    """Everything that determines one phantom patient."""
+
+    pid: str
+    label: int
+    score: float
+    head_scale: float
+    tumour_centre: np.ndarray
+    tumour_radius: float
+    core_ratio: float
+    rim_boost: float
+    oedema_ratio: float
+    bias: np.ndarray
+    series: dict[str, SeriesSpec] = field(default_factory=dict)
+
+
+def bayes_auc(strength: float) -> float:
+    """Population AUC of the latent score: ``Phi(strength / sqrt(2))``."""
+    return 0.5 * (1.0 + math.erf(strength / 2.0))
+
+
+def choose_ids(*, n_train: int, n_test: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Distinct 5-digit IDs from the challenge's range; the organisers' faulty IDs are in train."""
+    pool = np.setdiff1d(np.arange(0, 1011), [int(i) for i in FAULTY_IDS])
+    picked = rng.choice(pool, size=n_train + n_test - len(FAULTY_IDS), replace=False)
+    train = sorted([f"{i:05d}" for i in picked[: n_train - len(FAULTY_IDS)]] + list(FAULTY_IDS))
+    test = sorted(f"{i:05d}" for i in picked[n_train - len(FAULTY_IDS) :])
+    return train, test
+
+
+def make_patient(*, pid: str, seed: int, strength: float, prevalence: float, quirks: bool) -> PatientSpec:
+    """Draw one patient from its own seeded stream (independent of cohort size)."""
+    rng = np.random.default_rng([seed, int(pid)])
+    label = int(rng.random() < prevalence)
+    score = float(rng.normal(strength * label, 1.0))
+    side = rng.choice([-1.0, 1.0])
+    spec = PatientSpec(
+        pid=pid,
+        label=label,
+        score=score,
+        head_scale=float(rng.uniform(0.92, 1.08)),
+        tumour_centre=np.array([side * rng.uniform(22, 34), rng.uniform(-30, 30), rng.uniform(-12, 14)]),
+        tumour_radius=float(rng.uniform(17, 26)),
+        core_ratio=float(0.45 + 0.3 * np.tanh(score / 2.0)),
+        rim_boost=float(1.0 + 0.25 * np.tanh(score / 2.0)),
+        oedema_ratio=float(rng.uniform(1.4, 1.9)),
+        bias=rng.normal(0.0, 0.002, size=3),
+    )
+    for name in SERIES:
+        s = SeriesSpec(scale=float(rng.uniform(0.6, 1.6)))
+        if quirks:
+            s.plane = str(rng.choice(["axial", "axial", "axial", "sagittal", "coronal"]))
+            s.first_number = int(rng.integers(1, 400))
+            s.number_step = int(rng.choice([1, 1, 2, 3]))
+            s.descending = bool(rng.random() < 0.3)
+            s.monochrome1 = bool(rng.random() < 0.04)
+            s.encoding = str(rng.choice(["rle", "jpegls"])) if rng.random() < 0.06 else None
+            if rng.random() < 0.2:
+                s.slope, s.intercept = 2.0, -1024.0
+        spec.series[name] = s
+    return spec
+
+
+def tissue_map(spec: PatientSpec, points: np.ndarray) -> np.ndarray:
+    """Tissue index (see ``TISSUES``) at each point of ``points`` (..., 3) in mm."""
+    head = HEAD_MM * spec.head_scale
+    r_head = np.sqrt(np.sum((points / head) ** 2, axis=-1))
+    t = np.zeros(points.shape[:-1], dtype=np.int8)
+    t[r_head < 1.0] = 1
+    t[r_head < 0.96] = 2
+    t[r_head < 0.90] = 3
+    brain = r_head < 0.90
+    for cx in (-9.0, 9.0):
+        v = (points - np.array([cx, -5.0, 8.0])) / np.array([5.0, 20.0, 9.0])
+        t[np.sum(v**2, axis=-1) < 1.0] = 4
+    d = np.sqrt(np.sum((points - spec.tumour_centre) ** 2, axis=-1)) / spec.tumour_radius
+    t[brain & (d < spec.oedema_ratio)] = 5
+    t[brain & (d < 1.0)] = 6
+    t[brain & (d < spec.core_ratio)] = 7
+    return t
+
+
+def render(spec: PatientSpec, series: str, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Signal intensity of ``series`` at ``points`` with bias field and noise (float32)."""
+    values = np.array(INTENSITY[series], dtype=np.float32)
+    if series == "T1wCE":
+        values[TISSUES.index("rim")] *= spec.rim_boost
+    img = values[tissue_map(spec, points)]
+    img *= 1.0 + points @ spec.bias
+    img += rng.normal(0.0, 18.0, size=img.shape) * (img > 0)
+    return np.clip(img * spec.series[series].scale, 0, None).astype(np.float32)
+
+
+def slice_grid(*, plane: str, n_slices: int, size: int) -> tuple[np.ndarray, list[np.ndarray], float]:
+    """Pixel centres ``(n, size, size, 3)``, the IPP of each slice and the slice gap."""
+    row_dir, col_dir = (np.array(d) for d in PLANES[plane])
+    normal = np.cross(row_dir, col_dir)
+    extent = float(np.abs(normal) @ (HEAD_MM * 1.2))
+    offsets = np.linspace(-extent, extent, n_slices)
+    spacing = FOV_MM / size
+    ij = (np.arange(size) - (size - 1) / 2.0) * spacing
+    plane_pts = ij[None, :, None] * row_dir + ij[:, None, None] * col_dir  # [row, col, 3]
+    points = offsets[:, None, None, None] * normal + plane_pts[None]
+    ipps = [points[k, 0, 0] for k in range(n_slices)]
+    gap = float(offsets[1] - offsets[0]) if n_slices > 1 else spacing
+    return points, ipps, gap
+
+
+def dicom_dataset(
+    *, spec: PatientSpec, series: str, pixels: np.ndarray, ipp: np.ndarray, number: int, gap: float, seed: int
+) -> Dataset:
+    """A complete MR image dataset (with obviously fake identities) for one slice."""
+    s = spec.series[series]
+    uid = lambda *parts: generate_uid(entropy_srcs=[str(seed), spec.pid, *map(str, parts)])  # noqa: E731
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = uid(series, number)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid(series)
+    ds.Modality = "MR"
+    ds.PatientName = f"DEMO^PHANTOM{spec.pid}"
+    ds.PatientID = f"DEMO-PID-{spec.pid}"
+    ds.PatientBirthDate = "19000101"
+    ds.StudyDate = "20000101"
+    ds.InstitutionName = "DEMO PHANTOM INSTITUTE"
+    ds.SeriesDescription = series
+    ds.SeriesNumber = SERIES.index(series) + 1
+    ds.InstanceNumber = number
+    ds.ImagePositionPatient = [round(float(v), 4) for v in ipp]
+    ds.ImageOrientationPatient = [float(v) for d in PLANES[s.plane] for v in d]
+    ds.PixelSpacing = [FOV_MM / pixels.shape[0], FOV_MM / pixels.shape[1]]
+    ds.SliceThickness = round(gap, 4)
+    ds.SpacingBetweenSlices = round(gap, 4)
+    ds.RescaleSlope = s.slope
+    ds.RescaleIntercept = s.intercept
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if s.monochrome1 else "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    if s.encoding:
+        ds.compress(ENCODINGS[s.encoding])
+    return ds
+
+
+def stored_values(image: np.ndarray, s: SeriesSpec) -> np.ndarray:
+    """Scanner values -> stored uint16 through RescaleSlope/Intercept and MONOCHROME1."""
+    stored = np.clip(np.round((image - s.intercept) / s.slope), 0, 65535)
+    if s.monochrome1:
+        stored = 65535 - np.clip(stored, 0, 65535)
+    return stored.astype(np.uint16)
+
+
+def write_patient(*, folder: Path, spec: PatientSpec, n_slices: int, size: int, seed: int) -> int:
+    """Write the four series of one patient; returns the number of files written."""
+    rng = np.random.default_rng([seed, int(spec.pid), 1])
+    count = 0
+    for series in SERIES:
+        s = spec.series[series]
+        points, ipps, gap = slice_grid(plane=s.plane, n_slices=n_slices, size=size)
+        images = render(spec, series, points, rng)
+        series_dir = folder / series
+        series_dir.mkdir(parents=True, exist_ok=True)
+        order = range(n_slices - 1, -1, -1) if s.descending else range(n_slices)
+        for rank, k in enumerate(order):
+            number = s.first_number + rank * s.number_step
+            ds = dicom_dataset(spec=spec, series=series, pixels=stored_values(images[k], s), ipp=ipps[k],
+                               number=number, gap=gap, seed=seed)
+            ds.save_as(series_dir / f"Image-{number}.dcm", enforce_file_format=True)
+            count += 1
+    return count
+
+
+def break_files(*, root: Path, train_ids: list[str], test_ids: list[str]) -> list[str]:
+    """Add a few realistic faults to a written cohort; returns a description of each."""
+    done = []
+
+    def first_file(series_dir: Path) -> Path:
+        return sorted(series_dir.glob("*.dcm"), key=lambda p: int(p.stem.split("-")[1]))[0]
+
+    # the organisers' faulty patients: a series whose slices disagree in size, a truncated file
+    bad = root / "train" / FAULTY_IDS[0] / "T1wCE"
+    victim = first_file(bad)
+    ds = pydicom.dcmread(victim)
+    small = ds.pixel_array[::2, ::2].astype(np.uint16)
+    ds.Rows, ds.Columns = small.shape
+    ds.PixelData = small.tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(victim, enforce_file_format=True)
+    done.append(f"{victim.relative_to(root)}: slice of a different size")
+    victim = first_file(root / "train" / FAULTY_IDS[1] / "FLAIR")
+    victim.write_bytes(victim.read_bytes()[:700])
+    done.append(f"{victim.relative_to(root)}: truncated")
+    empty = root / "train" / FAULTY_IDS[2] / "T2w"
+    for p in sorted(empty.iterdir()):
+        p.unlink()
+    done.append(f"{empty.relative_to(root)}: empty series folder")
+    # ordinary patients: stray non-DICOM files and a DICOM file without pixel data
+    if len(train_ids) > 4:
+        (root / "train" / train_ids[0] / "T1wCE" / "Thumbs.db").write_bytes(b"\x00\x01thumbnail cache")
+        (root / "train" / train_ids[1] / "FLAIR" / "notes.txt").write_text("scanner notes\n")
+        victim = first_file(root / "train" / train_ids[2] / "T2w")
+        ds = pydicom.dcmread(victim)
+        del ds.PixelData
+        ds.save_as(victim, enforce_file_format=True)
+        done += [f"train/{train_ids[0]}/T1wCE/Thumbs.db: not DICOM", f"train/{train_ids[1]}/FLAIR/notes.txt: not DICOM",
+                 f"{victim.relative_to(root)}: no pixel data"]
+    if test_ids:
+        victim = first_file(root / "test" / test_ids[0] / "T1w")
+        victim.write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 64)
+        done.append(f"{victim.relative_to(root)}: corrupt")
+    return done

@@ -1,0 +1,202 @@
+"""Stage ``preprocess``: DICOM series -> one cached ``.npz`` of square slices per patient.
+
+The cache is incremental: a patient is converted again only when the content of its files,
+the preprocessing parameters or the preprocessing code changed; removed patients are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from tqdm import tqdm
+
+from stages import cohort, dicom, volume
+from stages.config import load_params, worker_count
+from stages.dicom import DataError
+from stages.io import atomic_write_bytes, read_json, save_npz, write_csv, write_json
+from stages.volume import Problems, load_patient, settings_from_params
+
+log = logging.getLogger("preprocess")
+CODE_MODULES = (cohort, dicom, volume)
+
+
+def file_digest(path: Path, state: dict[str, list]) -> str:
+    """Content hash of ``path``, reusing ``state`` while its size and mtime are unchanged."""
+    st = path.stat()
+    key = str(path)
+    cached = state.get(key)
+    if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+        return cached[2]
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    state[key] = [st.st_size, st.st_mtime_ns, h.hexdigest()]
+    return state[key][2]
+
+
+def patient_files(folder: Path | None) -> list[Path]:
+    """Every file under a patient folder, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder else []
+
+
+def patient_key(*, files: list[Path], folder: Path | None, config_digest: str, state: dict) -> str:
+    """Cache key of one patient: its file names and contents plus the preprocessing config."""
+    h = hashlib.blake2b(config_digest.encode(), digest_size=16)
+    for f in files:
+        h.update(f"{f.relative_to(folder).as_posix()}\0{file_digest(f, state)}\n".encode())
+    return h.hexdigest()
+
+
+def config_digest(*, series: list[str], settings: dict) -> str:
+    """Digest of everything besides the input files that shapes a patient's cache entry."""
+    code = b"".join(Path(m.__file__).read_bytes() for m in CODE_MODULES)
+    meta = json.dumps(
+        {"series": series, "settings": settings, "pydicom": pydicom.__version__, "cv2": cv2.__version__,
+         "numpy": np.__version__},
+        sort_keys=True,
+    )
+    return hashlib.blake2b(code + meta.encode(), digest_size=16).hexdigest()
+
+
+def convert_patient(task: dict) -> dict:
+    """Worker: convert one patient folder and write its ``.npz``; returns counts and problems."""
+    problems = Problems(strict=task["strict"], root=task["root"])
+    out = Path(task["out"])
+    if task["folder"] is None:
+        arrays = {}
+    else:
+        arrays = load_patient(Path(task["folder"]), series=task["series"], problems=problems, **task["settings"])
+    counts = {name: int(len(arrays.get(name, ()))) for name in task["series"]}
+    if sum(counts.values()):
+        save_npz(out, arrays)
+    else:
+        out.unlink(missing_ok=True)
+    return {"entry": task["entry"], "key": task["key"], "counts": counts, "problems": problems.items,
+            "files": task["n_files"]}
+
+
+def montage(cache_dir: Path, ids: list[str], *, series: str, size: int, columns: int) -> np.ndarray:
+    """Grid of each patient's middle slice of ``series`` (uint8), for a quick visual check."""
+    tiles = []
+    for pid in ids:
+        path = cache_dir / "train" / f"{pid}.npz"
+        stack = np.load(path)[series] if path.exists() else np.zeros((0, size, size), np.uint8)
+        tiles.append(stack[len(stack) // 2] if len(stack) else np.zeros((size, size), np.uint8))
+    while len(tiles) % columns:
+        tiles.append(np.zeros((size, size), np.uint8))
+    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
+    return np.vstack(rows) if rows else np.zeros((size, size), np.uint8)
+
+
+def run(
+    *,
+    raw_dir: Path,
+    cache_dir: Path,
+    state_file: Path,
+    series: list[str],
+    settings: dict,
+    exclude: list[str],
+    strict: bool,
+    workers: int,
+) -> tuple[list[dict], dict]:
+    """Bring the cache up to date; return one row per patient and the preprocess report."""
+    problems = Problems(strict=strict, root=raw_dir)
+    patients = cohort.discover(raw_dir, exclude=exclude, problems=problems)
+    manifest_path = cache_dir / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.exists() else {}
+    state = read_json(state_file) if state_file.exists() else {}
+    digest = config_digest(series=series, settings=settings)
+
+    tasks, entries = [], {}
+    for p in patients:
+        entry = f"{p.split}/{p.pid}"
+        files = patient_files(p.folder)
+        key = patient_key(files=files, folder=p.folder, config_digest=digest, state=state)
+        entries[entry] = p
+        if manifest.get(entry, {}).get("key") != key:
+            tasks.append({"entry": entry, "key": key, "folder": str(p.folder) if p.folder else None,
+                          "out": str(cache_dir / f"{entry}.npz"), "series": series, "settings": settings,
+                          "strict": strict, "root": raw_dir, "n_files": len(files)})
+    for stale in sorted(set(manifest) - set(entries)):
+        (cache_dir / f"{stale}.npz").unlink(missing_ok=True)
+        del manifest[stale]
+
+    start = time.perf_counter()
+    total_files = sum(t["n_files"] for t in tasks)
+    n_workers = min(worker_count(workers), max(1, len(tasks)))
+    with tqdm(total=total_files, unit="file", desc="preprocess", file=sys.stderr, disable=None) as bar:
+        results = map(convert_patient, tasks) if n_workers == 1 else None
+        pool = mp.get_context("fork").Pool(n_workers) if results is None else None
+        try:
+            for res in results if results is not None else pool.imap(convert_patient, tasks):
+                manifest[res.pop("entry")] = res
+                bar.update(res.pop("files"))
+        finally:
+            if pool is not None:
+                pool.terminate()
+    elapsed = time.perf_counter() - start
+    write_json(state_file, state)
+    write_json(manifest_path, dict(sorted(manifest.items())))
+
+    oracle = cohort.read_oracle(raw_dir)
+    rows, all_problems = [], list(problems.items)
+    for entry, p in sorted(entries.items()):
+        rec = manifest[entry]
+        all_problems.extend(rec["problems"])
+        rows.append({"split": p.split, "BraTS21ID": p.pid, "MGMT_value": "" if p.label is None else p.label,
+                     "oracle_score": oracle.get(p.pid, ""), **rec["counts"]})
+    all_problems.sort(key=lambda d: (d["file"], d["reason"]))
+    report = {
+        "patients": {"train": sum(r["split"] == "train" for r in rows), "test": sum(r["split"] == "test" for r in rows)},
+        "excluded": sorted(cohort.normalise_id(e) or str(e) for e in exclude),
+        "slices": {name: int(sum(r[name] for r in rows)) for name in series},
+        "patients_without_slices": sorted(f"{r['split']}/{r['BraTS21ID']}" for r in rows
+                                          if not any(r[name] for name in series)),
+        "problems": all_problems,
+    }
+    log.info("converted %d of %d patients (%d files) in %.1fs, %.0f files/s; %d problems recorded",
+             len(tasks), len(entries), total_files, elapsed, total_files / max(elapsed, 1e-9), len(all_problems))
+    return rows, report
+
+
+def main() -> None:
+    """Run the stage from ``params.yaml``."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    params = load_params()
+    pp, paths = params["preprocess"], params["paths"]
+    try:
+        rows, report = run(
+            raw_dir=Path(params["data"]["raw_dir"]),
+            cache_dir=Path(paths["cache_dir"]),
+            state_file=Path(paths["preprocess_state"]),
+            series=list(pp["series"]),
+            settings=settings_from_params(pp),
+            exclude=[str(e) for e in pp["exclude"]],
+            strict=bool(pp["strict"]),
+            workers=int(pp["workers"]),
+        )
+    except DataError as err:
+        sys.exit(f"preprocess: {err}")
+    write_csv(paths["patients"], rows, ["split", "BraTS21ID", "MGMT_value", "oracle_score", *pp["series"]])
+    write_json(paths["preprocess_report"], report)
+    train_ids = [r["BraTS21ID"] for r in rows if r["split"] == "train"][: int(pp["montage_patients"])]
+    montage_dir = Path(paths["montage_dir"])
+    for name in pp["series"]:
+        grid = montage(Path(paths["cache_dir"]), train_ids, series=name, size=int(pp["img_size"]),
+                       columns=int(np.ceil(np.sqrt(max(1, len(train_ids))))))
+        atomic_write_bytes(montage_dir / f"{name}.png", cv2.imencode(".png", grid)[1].tobytes())
+    log.info("report: %s patients, %d problems", report["patients"], len(report["problems"]))
+
+
+if __name__ == "__main__":
+    main()

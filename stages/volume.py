@@ -1,0 +1,286 @@
+"""From a series folder to a normalised stack of square slices in one common orientation."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stages.dicom import DataError, SliceHeader, decode_pixels, read_headers
+
+# Target layouts as (LPS axis, sign) for the slice, row and column axes of the stack.
+# Axial rows run anterior->posterior and columns right->left (radiological convention).
+ORIENTATIONS: dict[str, tuple[tuple[int, int], ...]] = {
+    "axial": ((2, 1), (1, 1), (0, 1)),
+    "coronal": ((1, 1), (2, -1), (0, 1)),
+    "sagittal": ((0, 1), (2, -1), (1, 1)),
+}
+
+
+@dataclass
+class Problems:
+    """Recorded skips; in strict mode the first one raises instead."""
+
+    strict: bool = False
+    root: Path | None = None
+    items: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, path: Path | str, reason: str) -> None:
+        """Record (or, when strict, raise) a problem with ``path``."""
+        err = DataError(self._rel(path), reason)
+        if self.strict:
+            raise err
+        self.items.append({"file": err.path, "reason": err.reason})
+
+    def add_error(self, err: DataError) -> None:
+        """Record a :class:`DataError` raised by a reader."""
+        self.add(err.path, err.reason)
+
+    def _rel(self, path: Path | str) -> str:
+        p = Path(path)
+        if self.root is not None:
+            try:
+                return p.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return p.as_posix()
+
+
+@dataclass(frozen=True)
+class Series:
+    """A preprocessed series: uint8 slices ``(n, size, size)`` and their positions (mm)."""
+
+    images: np.ndarray
+    z: np.ndarray
+    files_decoded: int
+
+
+def choose_slices(n: int, *, middle_fraction: float, step: int) -> np.ndarray:
+    """Indices of the central ``middle_fraction`` of ``n`` slices, every ``step``-th."""
+    if n <= 0:
+        return np.zeros(0, dtype=int)
+    count = max(1, round(n * middle_fraction))
+    start = (n - count) // 2
+    return np.arange(start, start + count, step, dtype=int)
+
+
+def axis_map(header: SliceHeader, target: str) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """Permutation and flips taking a stack ``[slice, row, col]`` to the ``target`` layout."""
+    if target == "native":
+        return (0, 1, 2), (False, False, False)
+    dirs = [header.normal, np.asarray(header.col_dir), np.asarray(header.row_dir)]
+    dominant = [int(np.argmax(np.abs(d))) for d in dirs]
+    if len(set(dominant)) < 3:
+        raise DataError(header.path, "oblique orientation cannot be mapped to a standard plane")
+    perm, flips = [], []
+    for lps_axis, sign in ORIENTATIONS[target]:
+        a = dominant.index(lps_axis)
+        perm.append(a)
+        flips.append(bool(np.sign(dirs[a][lps_axis]) != sign))
+    return tuple(perm), tuple(flips)  # type: ignore[return-value]
+
+
+def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int) -> np.ndarray:
+    """Resize keeping the physical aspect ratio, then zero-pad to ``size`` x ``size``."""
+    rows, cols = image.shape
+    height, width = rows * spacing[0], cols * spacing[1]
+    scale = size / max(height, width)
+    new_h = min(size, max(1, round(height * scale)))
+    new_w = min(size, max(1, round(width * scale)))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    out = np.zeros((size, size), dtype=np.float32)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = resized
+    return out
+
+
+def normalise(volume: np.ndarray, *, percentiles: tuple[float, float]) -> np.ndarray | None:
+    """Clip to the series' percentile range and scale to [0, 1]; None for a constant series."""
+    lo, hi = np.percentile(volume, percentiles)
+    if not hi > lo:
+        return None
+    return np.clip((volume - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def is_blank(image: np.ndarray, *, level: float, min_fraction: float) -> bool:
+    """A slice is blank when under ``min_fraction`` of its pixels exceed ``level``."""
+    return float(np.mean(image > level)) < min_fraction
+
+
+def series_headers(series_dir: Path, problems: Problems) -> list[SliceHeader]:
+    """Readable, mutually consistent frame headers ordered along the slice normal."""
+    headers: list[SliceHeader] = []
+    for path in sorted(p for p in series_dir.iterdir() if p.is_file()):
+        try:
+            headers.extend(read_headers(path))
+        except DataError as err:
+            problems.add_error(err)
+    if not headers:
+        return []
+    key = Counter((h.shape, np.round(h.row_dir + h.col_dir, 3).tobytes()) for h in headers)
+    (shape, orient), _ = key.most_common(1)[0]
+    kept = []
+    for h in headers:
+        if (h.shape, np.round(h.row_dir + h.col_dir, 3).tobytes()) != (shape, orient):
+            problems.add(h.path, f"inconsistent slice size/orientation {h.shape} in a series of {shape}")
+        else:
+            kept.append(h)
+    normal = kept[0].normal
+    kept.sort(key=lambda h: (float(np.dot(h.position, normal)), str(h.path), h.frame or 0))
+    unique = [kept[0]]
+    for h in kept[1:]:
+        if abs(np.dot(np.subtract(h.position, unique[-1].position), normal)) < 1e-3:
+            problems.add(h.path, "duplicate slice position")
+        else:
+            unique.append(h)
+    return unique
+
+
+def _decode(headers: list[SliceHeader], problems: Problems) -> list[np.ndarray | None]:
+    """Decode the frames of ``headers`` (each file once), None where decoding failed."""
+    by_path: dict[Path, list[int]] = defaultdict(list)
+    for i, h in enumerate(headers):
+        by_path[h.path].append(i)
+    out: list[np.ndarray | None] = [None] * len(headers)
+    for path in sorted(by_path):
+        try:
+            frames = decode_pixels(path)
+        except DataError as err:
+            problems.add_error(err)
+            continue
+        for i in by_path[path]:
+            h = headers[i]
+            frame = frames[h.frame or 0] if (h.frame or 0) < len(frames) else None
+            if frame is None or frame.shape != h.shape:
+                problems.add(path, f"pixel data does not match header size {h.shape}")
+                continue
+            out[i] = frame
+    return out
+
+
+def load_series(
+    series_dir: Path,
+    *,
+    orientation: str,
+    middle_fraction: float,
+    slice_step: int,
+    img_size: int,
+    clip_percentiles: tuple[float, float],
+    blank_level: float,
+    blank_min_fraction: float,
+    problems: Problems,
+) -> Series | None:
+    """Order, orient, select, normalise and resize one series; None if nothing usable is left.
+
+    When the series is already acquired in the target plane only the chosen files are decoded;
+    otherwise every slice is needed to reformat the volume.
+    """
+    headers = series_headers(series_dir, problems)
+    if not headers:
+        problems.add(series_dir, "no readable DICOM slices")
+        return None
+    try:
+        perm, flips = axis_map(headers[0], orientation)
+    except DataError as err:
+        problems.add_error(err)
+        return None
+    normal = headers[0].normal
+    proj = np.array([np.dot(h.position, normal) for h in headers])
+    slice_gap = float(np.median(np.diff(proj))) if len(proj) > 1 else headers[0].thickness
+    spacing = (slice_gap, *headers[0].spacing)
+    origin = np.asarray(headers[0].position)
+    axis_dirs = [normal, np.asarray(headers[0].col_dir), np.asarray(headers[0].row_dir)]
+    shape = (len(headers), *headers[0].shape)
+    if orientation == "native":
+        along, sign = proj, 1
+    else:
+        lps_axis, sign = ORIENTATIONS[orientation][0]
+        along = np.array([h.position[lps_axis] for h in headers])
+
+    n_target = shape[perm[0]]
+    keep = choose_slices(n_target, middle_fraction=middle_fraction, step=slice_step)
+    source = n_target - 1 - keep if flips[0] else keep  # indices along the un-flipped source axis
+    if perm[0] == 0:
+        frames = _decode([headers[i] for i in source], problems)
+        ok = [i for i, f in enumerate(frames) if f is not None]
+        if not ok:
+            return None
+        volume = np.stack([frames[i] for i in ok])
+        z = along[source[ok]] * sign
+        volume = np.transpose(volume, (0, *perm[1:]))
+        for axis in (1, 2):
+            if flips[axis]:
+                volume = np.flip(volume, axis)
+        decoded = len(ok)
+    else:
+        frames = _decode(headers, problems)
+        if all(f is None for f in frames):
+            return None
+        volume = np.stack([f if f is not None else np.zeros(shape[1:], np.float32) for f in frames])
+        volume = np.transpose(volume, perm)
+        for axis in (1, 2):
+            if flips[axis]:
+                volume = np.flip(volume, axis)
+        # a reformatted stack (never "native"): positions along the target axis
+        step_mm = axis_dirs[perm[0]][lps_axis] * spacing[perm[0]]
+        coord = origin[lps_axis] + np.arange(n_target) * step_mm
+        volume = volume[keep] if not flips[0] else np.flip(volume, 0)[keep]
+        z = coord[source] * sign
+        decoded = sum(f is not None for f in frames)
+
+    scaled = normalise(volume, percentiles=clip_percentiles)
+    if scaled is None:
+        problems.add(series_dir, "constant intensity, no usable slices")
+        return None
+    in_plane = (spacing[perm[1]], spacing[perm[2]])
+    images, positions = [], []
+    for img, pos in zip(scaled, z):
+        square = to_square(img, spacing=in_plane, size=img_size)
+        if not is_blank(square, level=blank_level, min_fraction=blank_min_fraction):
+            images.append(np.round(square * 255).astype(np.uint8))
+            positions.append(pos)
+    if not images:
+        return Series(np.zeros((0, img_size, img_size), np.uint8), np.zeros(0, np.float32), decoded)
+    return Series(np.stack(images), np.asarray(positions, dtype=np.float32), decoded)
+
+
+def load_patient(
+    folder: Path, *, series: list[str], problems: Problems, **settings: object
+) -> dict[str, np.ndarray]:
+    """Arrays ``{name: (n, size, size) uint8, name + "_z": (n,) float32}`` for each series.
+
+    ``settings`` are the keyword arguments of :func:`load_series`. A missing or unusable series
+    is recorded in ``problems`` and yields empty arrays, so every patient has every key.
+    """
+    size = int(settings["img_size"])  # type: ignore[call-overload]
+    arrays: dict[str, np.ndarray] = {}
+    for name in series:
+        result = None
+        series_dir = folder / name
+        if not series_dir.is_dir():
+            problems.add(series_dir, "series folder missing")
+        elif not any(series_dir.iterdir()):
+            problems.add(series_dir, "series folder empty")
+        else:
+            result = load_series(series_dir, problems=problems, **settings)  # type: ignore[arg-type]
+        if result is None:
+            result = Series(np.zeros((0, size, size), np.uint8), np.zeros(0, np.float32), 0)
+        arrays[name] = result.images
+        arrays[f"{name}_z"] = result.z
+    return arrays
+
+
+def settings_from_params(params: dict) -> dict[str, object]:
+    """Keyword arguments of :func:`load_series` taken from the ``preprocess`` params section."""
+    return {
+        "orientation": params["orientation"],
+        "middle_fraction": float(params["middle_fraction"]),
+        "slice_step": int(params["slice_step"]),
+        "img_size": int(params["img_size"]),
+        "clip_percentiles": tuple(float(p) for p in params["clip_percentiles"]),
+        "blank_level": float(params["blank_level"]),
+        "blank_min_fraction": float(params["blank_min_fraction"]),
+    }
