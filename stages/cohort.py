@@ -137,3 +137,10 @@ def read_oracle(raw_dir: Path) -> dict[str, float]:
         return {}
     table = _read_table(path, ("BraTS21ID", "score"))
     return {normalise_id(i) or i: float(s) for i, s in zip(table["BraTS21ID"], table["score"])}
+
+
+def read_patients(path: Path | str) -> pd.DataFrame:
+    """The preprocess stage's patient table, IDs kept as zero-padded strings."""
+    return pd.read_csv(
+        path, dtype={"split": str, "BraTS21ID": str, "MGMT_value": str, "oracle_score": str}, keep_default_na=False
+    )

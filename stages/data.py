@@ -6,15 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 SampleFn = Callable[[Path], np.ndarray]
-
-
-def read_patients(path: Path | str) -> pd.DataFrame:
-    """The preprocess stage's patient table with IDs kept as zero-padded strings."""
-    return pd.read_csv(path, dtype={"split": str, "BraTS21ID": str, "MGMT_value": str}, keep_default_na=False)
 
 
 def samples_from_arrays(arrays: dict[str, np.ndarray], *, kind: str, series: list[str], depth: int) -> np.ndarray:
@@ -34,8 +28,9 @@ def samples_from_arrays(arrays: dict[str, np.ndarray], *, kind: str, series: lis
         return np.zeros(empty, np.uint8)
     if kind == "stack":
         ref_z = arrays[f"{series[0]}_z"]
-        channels = [s[np.abs(arrays[f"{name}_z"][None, :] - ref_z[:, None]).argmin(axis=1)]
-                    for name, s in zip(series, stacks)]
+        channels = [
+            s[np.abs(arrays[f"{name}_z"][None, :] - ref_z[:, None]).argmin(axis=1)] for name, s in zip(series, stacks)
+        ]
         return np.stack(channels, axis=-1)
     if kind == "volume":
         picked = [s[np.round(np.linspace(0, len(s) - 1, depth)).astype(int)] for s in stacks]
@@ -54,6 +49,15 @@ def sample_loader(*, kind: str, series: list[str], depth: int) -> SampleFn:
     return load
 
 
+def sample_count(counts: dict[str, int], *, kind: str, series: list[str]) -> int:
+    """Number of samples a patient gives, from the per-series slice counts of the cache."""
+    if kind == "slices":
+        return int(sum(counts[name] for name in series))
+    if any(counts[name] == 0 for name in series):
+        return 0
+    return int(counts[series[0]]) if kind == "stack" else 1
+
+
 def sample_spec(load: SampleFn, path: Path) -> tf.TensorSpec:
     """TensorSpec of one sample, from a patient that has samples."""
     return tf.TensorSpec(load(path).shape[1:], tf.uint8)
@@ -65,6 +69,7 @@ def patient_dataset(
     *,
     load: SampleFn,
     spec: tf.TensorSpec,
+    n_samples: int,
     batch_size: int,
     shuffle_buffer: int,
     seed: int,
@@ -89,32 +94,31 @@ def patient_dataset(
         tf.TensorSpec((None, 2), tf.float32),
     )
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
-    return ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(2)
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    # a generator's length is unknown to Keras; declaring it keeps epochs well defined
+    return ds.apply(tf.data.experimental.assert_cardinality(-(-n_samples // batch_size))).prefetch(2)
 
 
-def predict_patients(
-    model: tf.keras.Model, paths: list[Path], *, load: SampleFn, batch_size: int, chunk: int = 8192
-) -> list[np.ndarray]:
-    """Positive-class probability of every sample, one array per patient, in bounded chunks."""
-    out: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
+def predict_patients(model: tf.keras.Model, paths: list[Path], *, load: SampleFn, batch_size: int) -> list[np.ndarray]:
+    """Positive-class probability of every sample, one array per patient (empty: no samples).
 
-    def flush() -> None:
-        if not pending:
-            return
-        counts = [len(x) for x in pending]
-        probs = model.predict(np.concatenate(pending), batch_size=batch_size, verbose=0)[:, 1]
-        out.extend(np.split(probs.astype(np.float64), np.cumsum(counts)[:-1]))
-        pending.clear()
+    One streamed ``predict`` call over all patients keeps memory bounded and avoids retracing.
+    """
+    counts: list[int] = []
 
-    for path in paths:
-        x = load(path) if path.exists() else np.zeros((0,), np.uint8)
-        if len(x) == 0:
-            flush()
-            out.append(np.zeros(0))
-            continue
-        pending.append(x)
-        if sum(len(p) for p in pending) >= chunk:
-            flush()
-    flush()
-    return out
+    def generate() -> Iterator[np.ndarray]:
+        for path in paths:
+            x = load(path) if path.exists() else np.zeros((0,), np.uint8)
+            counts.append(len(x))
+            if len(x):
+                yield x
+
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8)
+    ds = tf.data.Dataset.from_generator(generate, output_signature=spec).unbatch().batch(batch_size)
+    try:
+        probs = model.predict(ds, verbose=0)[:, 1].astype(np.float64)
+    except ValueError:  # Keras refuses an empty dataset
+        if any(counts):
+            raise
+        return [np.zeros(0) for _ in paths]
+    return np.split(probs, np.cumsum(counts)[:-1])

@@ -36,22 +36,34 @@ def build_cohort(
     shutil.rmtree(tmp, ignore_errors=True)
     train_ids, test_ids = choose_ids(n_train=n_train, n_test=n_test, rng=np.random.default_rng(seed))
     specs = {
-        split: [make_patient(pid=pid, seed=seed, strength=signal_strength, prevalence=prevalence, quirks=quirks)
-                for pid in ids]
+        split: [
+            make_patient(pid=pid, seed=seed, strength=signal_strength, prevalence=prevalence, quirks=quirks)
+            for pid in ids
+        ]
         for split, ids in (("train", train_ids), ("test", test_ids))
     }
     files = 0
     for split, patients in specs.items():
         for spec in tqdm(patients, desc=f"demo {split}", unit="patient", disable=None):
-            files += write_patient(folder=tmp / split / spec.pid, spec=spec, n_slices=slices, size=image_size,
-                                   seed=seed)
+            files += write_patient(
+                folder=tmp / split / spec.pid, spec=spec, n_slices=slices, size=image_size, seed=seed
+            )
     faults = break_files(root=tmp, train_ids=train_ids[3:], test_ids=test_ids) if quirks else []
-    write_csv(tmp / "train_labels.csv", [{"BraTS21ID": s.pid, "MGMT_value": s.label} for s in specs["train"]],
-              ["BraTS21ID", "MGMT_value"])
-    write_csv(tmp / "sample_submission.csv", [{"BraTS21ID": s.pid, "MGMT_value": 0.5} for s in specs["test"]],
-              ["BraTS21ID", "MGMT_value"])
-    oracle = [{"split": split, "BraTS21ID": s.pid, "MGMT_value": s.label, "score": round(s.score, 6)}
-              for split, patients in specs.items() for s in patients]
+    write_csv(
+        tmp / "train_labels.csv",
+        [{"BraTS21ID": s.pid, "MGMT_value": s.label} for s in specs["train"]],
+        ["BraTS21ID", "MGMT_value"],
+    )
+    write_csv(
+        tmp / "sample_submission.csv",
+        [{"BraTS21ID": s.pid, "MGMT_value": 0.5} for s in specs["test"]],
+        ["BraTS21ID", "MGMT_value"],
+    )
+    oracle = [
+        {"split": split, "BraTS21ID": s.pid, "MGMT_value": s.label, "score": round(s.score, 6)}
+        for split, patients in specs.items()
+        for s in patients
+    ]
     write_csv(tmp / ORACLE_FILE, oracle, ["split", "BraTS21ID", "MGMT_value", "score"])
     labels = [s.label for s in specs["train"]]
     summary = {
@@ -74,8 +86,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     params = load_params()
     summary = build_cohort(out_dir=Path(params["paths"]["demo_dir"]), **params["demo"])
-    log.info("wrote %d files for %s patients; Bayes-optimal AUC %.3f (population), %.3f (this train cohort)",
-             summary["files"], summary["patients"], summary["bayes_auc_population"], summary["bayes_auc_train"])
+    log.info(
+        "wrote %d files for %s patients; Bayes-optimal AUC %.3f (population), %.3f (this train cohort)",
+        summary["files"],
+        summary["patients"],
+        summary["bayes_auc_population"],
+        summary["bayes_auc_train"],
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ the raw files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,16 +73,29 @@ def _first(seq_owner: pydicom.Dataset | None, seq: str, keyword: str) -> object 
     return seq_owner[seq].value[0].get(keyword)
 
 
-def read_dataset(path: Path, *, pixels: bool) -> pydicom.Dataset:
-    """``dcmread`` one file; any reading failure becomes a :class:`DataError`."""
+@contextlib.contextmanager
+def data_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn any failure inside the block into a one-line :class:`DataError` about ``path``.
+
+    pydicom parses lazily, so corrupt input can fail at any attribute access, with many
+    exception types; Rust decoders (pylibjpeg-rle) even panic with a ``BaseException``.
+    """
     try:
-        with warnings.catch_warnings():  # problems are reported by our callers, once
+        with warnings.catch_warnings():  # problems are reported once, by our callers
             warnings.simplefilter("ignore")
-            return pydicom.dcmread(path, stop_before_pixels=not pixels)
+            yield
+    except (DataError, KeyboardInterrupt, SystemExit):
+        raise
     except InvalidDicomError:
         raise DataError(path, "not a DICOM file") from None
-    except Exception as exc:  # pydicom raises many types on corrupt input
-        raise DataError(path, f"corrupt DICOM ({type(exc).__name__}: {exc})") from None
+    except BaseException as exc:  # noqa: BLE001
+        raise DataError(path, f"{what} ({type(exc).__name__}: {exc})") from None
+
+
+def read_dataset(path: Path, *, pixels: bool) -> pydicom.Dataset:
+    """``dcmread`` one file; any reading failure becomes a :class:`DataError`."""
+    with data_errors(path, "corrupt DICOM"):
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
 
 
 def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
@@ -88,8 +103,8 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise DataError(path, f"missing image size ({exc})") from None
+    except (AttributeError, TypeError, ValueError):
+        raise DataError(path, "incomplete header without Rows/Columns (truncated or not an image?)") from None
     if rows < 1 or cols < 1 or frames < 1:
         raise DataError(path, f"invalid image size {frames}x{rows}x{cols}")
     shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
@@ -142,7 +157,9 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
 
 def read_headers(path: Path) -> list[SliceHeader]:
     """Read one file's header (no pixel data) and return one :class:`SliceHeader` per frame."""
-    return headers_from_dataset(read_dataset(path, pixels=False), path)
+    ds = read_dataset(path, pixels=False)
+    with data_errors(path, "corrupt DICOM header"):
+        return headers_from_dataset(ds, path)
 
 
 def decode_pixels(path: Path) -> np.ndarray:
@@ -152,16 +169,16 @@ def decode_pixels(path: Path) -> np.ndarray:
     high signal for every file.
     """
     ds = read_dataset(path, pixels=True)
+    with data_errors(path, "cannot decode pixel data"):
+        return _pixels(ds, path)
+
+
+def _pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError(path, "no pixel data")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise DataError(path, f"not a greyscale image (SamplesPerPixel={ds.SamplesPerPixel})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = apply_rescale(ds.pixel_array, ds)
-    except Exception as exc:  # decoder plug-ins raise many types on corrupt input
-        raise DataError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from None
+    arr = apply_rescale(ds.pixel_array, ds)
     arr = np.asarray(arr, dtype=np.float32)
     frames = int(ds.get("NumberOfFrames") or 1)
     arr = arr.reshape(frames, int(ds.Rows), int(ds.Columns)) if arr.size == frames * ds.Rows * ds.Columns else arr

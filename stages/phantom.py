@@ -18,8 +18,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
-    JPEGLSLossless,
     ExplicitVRLittleEndian,
+    JPEGLSLossless,
     MRImageStorage,
     RLELossless,
     generate_uid,
@@ -232,8 +232,15 @@ def write_patient(*, folder: Path, spec: PatientSpec, n_slices: int, size: int, 
         order = range(n_slices - 1, -1, -1) if s.descending else range(n_slices)
         for rank, k in enumerate(order):
             number = s.first_number + rank * s.number_step
-            ds = dicom_dataset(spec=spec, series=series, pixels=stored_values(images[k], s), ipp=ipps[k],
-                               number=number, gap=gap, seed=seed)
+            ds = dicom_dataset(
+                spec=spec,
+                series=series,
+                pixels=stored_values(images[k], s),
+                ipp=ipps[k],
+                number=number,
+                gap=gap,
+                seed=seed,
+            )
             ds.save_as(series_dir / f"Image-{number}.dcm", enforce_file_format=True)
             count += 1
     return count
@@ -243,8 +250,11 @@ def break_files(*, root: Path, train_ids: list[str], test_ids: list[str]) -> lis
     """Add a few realistic faults to a written cohort; returns a description of each."""
     done = []
 
+    def numbered(series_dir: Path) -> list[Path]:
+        return sorted(series_dir.glob("*.dcm"), key=lambda p: int(p.stem.split("-")[1]))
+
     def first_file(series_dir: Path) -> Path:
-        return sorted(series_dir.glob("*.dcm"), key=lambda p: int(p.stem.split("-")[1]))[0]
+        return numbered(series_dir)[0]
 
     # the organisers' faulty patients: a series whose slices disagree in size, a truncated file
     bad = root / "train" / FAULTY_IDS[0] / "T1wCE"
@@ -267,12 +277,16 @@ def break_files(*, root: Path, train_ids: list[str], test_ids: list[str]) -> lis
     if len(train_ids) > 4:
         (root / "train" / train_ids[0] / "T1wCE" / "Thumbs.db").write_bytes(b"\x00\x01thumbnail cache")
         (root / "train" / train_ids[1] / "FLAIR" / "notes.txt").write_text("scanner notes\n")
-        victim = first_file(root / "train" / train_ids[2] / "T2w")
+        series = numbered(root / "train" / train_ids[2] / "T2w")
+        victim = series[len(series) // 2 - 1]  # a central slice, so that preprocessing reads it
         ds = pydicom.dcmread(victim)
         del ds.PixelData
         ds.save_as(victim, enforce_file_format=True)
-        done += [f"train/{train_ids[0]}/T1wCE/Thumbs.db: not DICOM", f"train/{train_ids[1]}/FLAIR/notes.txt: not DICOM",
-                 f"{victim.relative_to(root)}: no pixel data"]
+        done += [
+            f"train/{train_ids[0]}/T1wCE/Thumbs.db: not DICOM",
+            f"train/{train_ids[1]}/FLAIR/notes.txt: not DICOM",
+            f"{victim.relative_to(root)}: no pixel data",
+        ]
     if test_ids:
         victim = first_file(root / "test" / test_ids[0] / "T1w")
         victim.write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 64)

@@ -61,8 +61,13 @@ def config_digest(*, series: list[str], settings: dict) -> str:
     """Digest of everything besides the input files that shapes a patient's cache entry."""
     code = b"".join(Path(m.__file__).read_bytes() for m in CODE_MODULES)
     meta = json.dumps(
-        {"series": series, "settings": settings, "pydicom": pydicom.__version__, "cv2": cv2.__version__,
-         "numpy": np.__version__},
+        {
+            "series": series,
+            "settings": settings,
+            "pydicom": pydicom.__version__,
+            "cv2": cv2.__version__,
+            "numpy": np.__version__,
+        },
         sort_keys=True,
     )
     return hashlib.blake2b(code + meta.encode(), digest_size=16).hexdigest()
@@ -81,8 +86,13 @@ def convert_patient(task: dict) -> dict:
         save_npz(out, arrays)
     else:
         out.unlink(missing_ok=True)
-    return {"entry": task["entry"], "key": task["key"], "counts": counts, "problems": problems.items,
-            "files": task["n_files"]}
+    return {
+        "entry": task["entry"],
+        "key": task["key"],
+        "counts": counts,
+        "problems": problems.items,
+        "files": task["n_files"],
+    }
 
 
 def montage(cache_dir: Path, ids: list[str], *, series: str, size: int, columns: int) -> np.ndarray:
@@ -124,9 +134,19 @@ def run(
         key = patient_key(files=files, folder=p.folder, config_digest=digest, state=state)
         entries[entry] = p
         if manifest.get(entry, {}).get("key") != key:
-            tasks.append({"entry": entry, "key": key, "folder": str(p.folder) if p.folder else None,
-                          "out": str(cache_dir / f"{entry}.npz"), "series": series, "settings": settings,
-                          "strict": strict, "root": raw_dir, "n_files": len(files)})
+            tasks.append(
+                {
+                    "entry": entry,
+                    "key": key,
+                    "folder": str(p.folder) if p.folder else None,
+                    "out": str(cache_dir / f"{entry}.npz"),
+                    "series": series,
+                    "settings": settings,
+                    "strict": strict,
+                    "root": raw_dir,
+                    "n_files": len(files),
+                }
+            )
     for stale in sorted(set(manifest) - set(entries)):
         (cache_dir / f"{stale}.npz").unlink(missing_ok=True)
         del manifest[stale]
@@ -153,19 +173,37 @@ def run(
     for entry, p in sorted(entries.items()):
         rec = manifest[entry]
         all_problems.extend(rec["problems"])
-        rows.append({"split": p.split, "BraTS21ID": p.pid, "MGMT_value": "" if p.label is None else p.label,
-                     "oracle_score": oracle.get(p.pid, ""), **rec["counts"]})
+        rows.append(
+            {
+                "split": p.split,
+                "BraTS21ID": p.pid,
+                "MGMT_value": "" if p.label is None else p.label,
+                "oracle_score": oracle.get(p.pid, ""),
+                **rec["counts"],
+            }
+        )
     all_problems.sort(key=lambda d: (d["file"], d["reason"]))
     report = {
-        "patients": {"train": sum(r["split"] == "train" for r in rows), "test": sum(r["split"] == "test" for r in rows)},
+        "patients": {
+            "train": sum(r["split"] == "train" for r in rows),
+            "test": sum(r["split"] == "test" for r in rows),
+        },
         "excluded": sorted(cohort.normalise_id(e) or str(e) for e in exclude),
         "slices": {name: int(sum(r[name] for r in rows)) for name in series},
-        "patients_without_slices": sorted(f"{r['split']}/{r['BraTS21ID']}" for r in rows
-                                          if not any(r[name] for name in series)),
+        "patients_without_slices": sorted(
+            f"{r['split']}/{r['BraTS21ID']}" for r in rows if not any(r[name] for name in series)
+        ),
         "problems": all_problems,
     }
-    log.info("converted %d of %d patients (%d files) in %.1fs, %.0f files/s; %d problems recorded",
-             len(tasks), len(entries), total_files, elapsed, total_files / max(elapsed, 1e-9), len(all_problems))
+    log.info(
+        "converted %d of %d patients (%d files) in %.1fs, %.0f files/s; %d problems recorded",
+        len(tasks),
+        len(entries),
+        total_files,
+        elapsed,
+        total_files / max(elapsed, 1e-9),
+        len(all_problems),
+    )
     return rows, report
 
 
@@ -192,8 +230,13 @@ def main() -> None:
     train_ids = [r["BraTS21ID"] for r in rows if r["split"] == "train"][: int(pp["montage_patients"])]
     montage_dir = Path(paths["montage_dir"])
     for name in pp["series"]:
-        grid = montage(Path(paths["cache_dir"]), train_ids, series=name, size=int(pp["img_size"]),
-                       columns=int(np.ceil(np.sqrt(max(1, len(train_ids))))))
+        grid = montage(
+            Path(paths["cache_dir"]),
+            train_ids,
+            series=name,
+            size=int(pp["img_size"]),
+            columns=int(np.ceil(np.sqrt(max(1, len(train_ids))))),
+        )
         atomic_write_bytes(montage_dir / f"{name}.png", cv2.imencode(".png", grid)[1].tobytes())
     log.info("report: %s patients, %d problems", report["patients"], len(report["problems"]))
 

@@ -247,9 +247,7 @@ def load_series(
     return Series(np.stack(images), np.asarray(positions, dtype=np.float32), decoded)
 
 
-def load_patient(
-    folder: Path, *, series: list[str], problems: Problems, **settings: object
-) -> dict[str, np.ndarray]:
+def load_patient(folder: Path, *, series: list[str], problems: Problems, **settings: object) -> dict[str, np.ndarray]:
     """Arrays ``{name: (n, size, size) uint8, name + "_z": (n,) float32}`` for each series.
 
     ``settings`` are the keyword arguments of :func:`load_series`. A missing or unusable series

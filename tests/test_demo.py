@@ -1,0 +1,86 @@
+"""The demo cohort generator: layout, DICOM content, determinism and the recorded Bayes AUC."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from stages.demo import build_cohort
+from stages.phantom import FAULTY_IDS, SERIES, bayes_auc
+from tests.conftest import TINY, tree_digest
+
+
+def test_layout_matches_the_challenge(clean_cohort):
+    labels = pd.read_csv(clean_cohort / "train_labels.csv", dtype=str)
+    assert list(labels.columns) == ["BraTS21ID", "MGMT_value"]
+    assert len(labels) == TINY["n_train"] and set(labels["MGMT_value"]) <= {"0", "1"}
+    assert set(FAULTY_IDS) <= set(labels["BraTS21ID"])
+    sample = pd.read_csv(clean_cohort / "sample_submission.csv", dtype=str)
+    assert list(sample.columns) == ["BraTS21ID", "MGMT_value"] and len(sample) == TINY["n_test"]
+    for split, ids in (("train", labels["BraTS21ID"]), ("test", sample["BraTS21ID"])):
+        for pid in ids:
+            assert re.fullmatch(r"\d{5}", pid)
+            folder = clean_cohort / split / pid
+            assert sorted(p.name for p in folder.iterdir()) == sorted(SERIES)
+            names = [p.name for p in (folder / "T1wCE").iterdir()]
+            assert len(names) == TINY["slices"] and all(re.fullmatch(r"Image-\d+\.dcm", n) for n in names)
+
+
+def test_files_are_real_mr_dicom(clean_cohort):
+    path = next((clean_cohort / "train").glob("*/FLAIR/Image-1.dcm"))
+    ds = pydicom.dcmread(path)
+    assert ds.Modality == "MR" and ds.BitsAllocated == 16 and ds.PhotometricInterpretation == "MONOCHROME2"
+    for keyword in (
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "SliceThickness",
+        "InstanceNumber",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "SeriesDescription",
+    ):
+        assert keyword in ds
+    assert ds.SeriesDescription == "FLAIR"
+    assert ds.pixel_array.shape == (TINY["image_size"], TINY["image_size"])
+
+
+def test_quirks_are_written(tiny_cohort):
+    files = sorted((tiny_cohort / "train").rglob("Image-*.dcm"))
+    headers = [pydicom.dcmread(f, stop_before_pixels=True, force=True) for f in files]
+    normals = {
+        tuple(np.round(np.cross(h.ImageOrientationPatient[:3], h.ImageOrientationPatient[3:])))
+        for h in headers
+        if "ImageOrientationPatient" in h
+    }
+    assert len(normals) >= 2, "mixed acquisition planes"
+    assert min(int(f.stem.split("-")[1]) for f in files) >= 1
+    assert any(int(f.stem.split("-")[1]) > TINY["slices"] for f in files), "odd numbering"
+    summary = json.loads((tiny_cohort / "demo_cohort.json").read_text())
+    assert any("truncated" in f for f in summary["faults"]) and any("Thumbs.db" in f for f in summary["faults"])
+
+
+def test_generator_is_deterministic(tmp_path, clean_cohort):
+    again = tmp_path / "again"
+    build_cohort(out_dir=again, quirks=False, **TINY)
+    assert tree_digest(again) == tree_digest(clean_cohort)
+
+
+def test_bayes_auc_is_recorded():
+    assert bayes_auc(0.0) == pytest.approx(0.5)
+    assert bayes_auc(1.2) == pytest.approx(0.8019, abs=1e-3)
+
+
+def test_cohort_summary_reports_the_oracle(clean_cohort):
+    summary = json.loads((clean_cohort / "demo_cohort.json").read_text())
+    assert summary["bayes_auc_population"] == pytest.approx(bayes_auc(TINY["signal_strength"]), abs=1e-6)
+    assert 0.0 <= summary["bayes_auc_train"] <= 1.0
+    oracle = pd.read_csv(clean_cohort / "demo_oracle.csv", dtype={"BraTS21ID": str})
+    labels = pd.read_csv(clean_cohort / "train_labels.csv", dtype={"BraTS21ID": str})
+    merged = labels.merge(oracle[oracle["split"] == "train"], on="BraTS21ID", suffixes=("", "_o"))
+    assert (merged["MGMT_value"] == merged["MGMT_value_o"]).all()
