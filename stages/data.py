@@ -107,6 +107,7 @@ def predict_patients(model: tf.keras.Model, paths: list[Path], *, load: SampleFn
     counts: list[int] = []
 
     def generate() -> Iterator[np.ndarray]:
+        counts.clear()
         for path in paths:
             x = load(path) if path.exists() else np.zeros((0,), np.uint8)
             counts.append(len(x))
@@ -115,10 +116,7 @@ def predict_patients(model: tf.keras.Model, paths: list[Path], *, load: SampleFn
 
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8)
     ds = tf.data.Dataset.from_generator(generate, output_signature=spec).unbatch().batch(batch_size)
-    try:
-        probs = model.predict(ds, verbose=0)[:, 1].astype(np.float64)
-    except ValueError:  # Keras refuses an empty dataset
-        if any(counts):
-            raise
+    if next(iter(ds.take(1)), None) is None:  # Keras cannot predict on an empty dataset
         return [np.zeros(0) for _ in paths]
+    probs = model.predict(ds, verbose=0)[:, 1].astype(np.float64)
     return np.split(probs, np.cumsum(counts)[:-1])
