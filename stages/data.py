@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -118,5 +119,7 @@ def predict_patients(model: tf.keras.Model, paths: list[Path], *, load: SampleFn
     ds = tf.data.Dataset.from_generator(generate, output_signature=spec).unbatch().batch(batch_size)
     if next(iter(ds.take(1)), None) is None:  # Keras cannot predict on an empty dataset
         return [np.zeros(0) for _ in paths]
-    probs = model.predict(ds, verbose=0)[:, 1].astype(np.float64)
+    with warnings.catch_warnings():  # the stream's length is unknown until it ends, as expected here
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        probs = model.predict(ds, verbose=0)[:, 1].astype(np.float64)
     return np.split(probs, np.cumsum(counts)[:-1])

@@ -21,7 +21,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_rescale
 
 AXIAL_IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+IPP, IOP, PIXEL_SPACING, NUMBER_OF_FRAMES = 0x00200032, 0x00200037, 0x00280030, 0x00280008
+THICKNESS, SPACING_BETWEEN = 0x00180050, 0x00180088
+SHARED_GROUPS, PER_FRAME_GROUPS = 0x52009229, 0x52009230
+NATIVE_SYNTAXES = {pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian}
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+# We check every value we use ourselves; pydicom's per-value validation only costs time here.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
 class DataError(Exception):
@@ -92,8 +98,8 @@ def data_errors(path: Path, what: str) -> Iterator[None]:
         raise DataError(path, f"{what} ({type(exc).__name__}: {exc})") from None
 
 
-def read_dataset(path: Path, *, pixels: bool) -> pydicom.Dataset:
-    """``dcmread`` one file; any reading failure becomes a :class:`DataError`."""
+def read_dataset(path: Path, *, pixels: bool = True) -> pydicom.Dataset:
+    """``dcmread`` one file, without its pixel data unless ``pixels``; failures become DataErrors."""
     with data_errors(path, "corrupt DICOM"):
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
 
@@ -102,17 +108,21 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
     """Per-frame geometry of a dataset (single- or multi-frame)."""
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames") or 1)
+        frames = int(ds.NumberOfFrames or 1) if NUMBER_OF_FRAMES in ds else 1
     except (AttributeError, TypeError, ValueError):
         raise DataError(path, "incomplete header without Rows/Columns (truncated or not an image?)") from None
     if rows < 1 or cols < 1 or frames < 1:
         raise DataError(path, f"invalid image size {frames}x{rows}x{cols}")
-    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else None
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    # tag membership tests are cheap; keyword lookups of absent attributes are not
+    shared = ds.SharedFunctionalGroupsSequence[0] if SHARED_GROUPS in ds and ds[SHARED_GROUPS].value else None
+    per_frame = ds[PER_FRAME_GROUPS].value if PER_FRAME_GROUPS in ds else []
 
-    iop = ds.get("ImageOrientationPatient") or _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-    spacing = ds.get("PixelSpacing") or _first(shared, "PixelMeasuresSequence", "PixelSpacing")
-    thick = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+    iop = ds.ImageOrientationPatient if IOP in ds else None
+    iop = iop or _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = ds.PixelSpacing if PIXEL_SPACING in ds else None
+    spacing = spacing or _first(shared, "PixelMeasuresSequence", "PixelSpacing")
+    thick = ds[SPACING_BETWEEN].value if SPACING_BETWEEN in ds else None
+    thick = thick or (ds[THICKNESS].value if THICKNESS in ds else None)
     thick = thick or _first(shared, "PixelMeasuresSequence", "SpacingBetweenSlices")
     thick = thick or _first(shared, "PixelMeasuresSequence", "SliceThickness")
     thickness = _floats([thick or 1.0], 1, "slice thickness", path)[0] or 1.0
@@ -121,10 +131,11 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
         raise DataError(path, f"invalid PixelSpacing {spacing_rc}")
     orient = _floats(iop, 6, "ImageOrientationPatient", path) if iop else AXIAL_IOP
     row_dir, col_dir = np.array(orient[:3]), np.array(orient[3:])
-    if np.linalg.norm(np.cross(row_dir, col_dir)) < 0.5:
-        raise DataError(path, f"degenerate ImageOrientationPatient {orient}")
     normal = np.cross(row_dir, col_dir)
-    normal /= np.linalg.norm(normal)
+    length = float(np.sqrt(normal @ normal))
+    if length < 0.5:
+        raise DataError(path, f"degenerate ImageOrientationPatient {orient}")
+    normal /= length
 
     positions: list[tuple[float, ...]] = []
     known = iop is not None
@@ -132,8 +143,8 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
         ipp = None
         if k < len(per_frame):
             ipp = _first(per_frame[k], "PlanePositionSequence", "ImagePositionPatient")
-        if ipp is None and frames == 1:
-            ipp = ds.get("ImagePositionPatient")
+        if ipp is None and frames == 1 and IPP in ds:
+            ipp = ds.ImagePositionPatient
         if ipp is None:
             known = False
             positions.append(tuple(float(v) for v in normal * thickness * k))
@@ -155,20 +166,25 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
     ]
 
 
+def read_file(path: Path, *, pixels: bool = False) -> tuple[list[SliceHeader], pydicom.Dataset]:
+    """One file's frame headers and its dataset (holding the encoded pixel data if ``pixels``)."""
+    ds = read_dataset(path, pixels=pixels)
+    with data_errors(path, "corrupt DICOM header"):
+        return headers_from_dataset(ds, path), ds
+
+
 def read_headers(path: Path) -> list[SliceHeader]:
     """Read one file's header (no pixel data) and return one :class:`SliceHeader` per frame."""
-    ds = read_dataset(path, pixels=False)
-    with data_errors(path, "corrupt DICOM header"):
-        return headers_from_dataset(ds, path)
+    return read_file(path, pixels=False)[0]
 
 
-def decode_pixels(path: Path) -> np.ndarray:
+def decode_pixels(path: Path, ds: pydicom.Dataset | None = None) -> np.ndarray:
     """Decoded frames of one file as float32 ``(frames, rows, cols)`` in scanner units.
 
     RescaleSlope/Intercept are applied and MONOCHROME1 is inverted so that bright means
     high signal for every file.
     """
-    ds = read_dataset(path, pixels=True)
+    ds = read_dataset(path, pixels=True) if ds is None else ds
     with data_errors(path, "cannot decode pixel data"):
         return _pixels(ds, path)
 
@@ -178,8 +194,18 @@ def _pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
         raise DataError(path, "no pixel data")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise DataError(path, f"not a greyscale image (SamplesPerPixel={ds.SamplesPerPixel})")
-    arr = apply_rescale(ds.pixel_array, ds)
-    arr = np.asarray(arr, dtype=np.float32)
+    arr = native_pixels(ds)
+    if arr is None:
+        arr = ds.pixel_array
+    arr = arr.astype(np.float32)
+    if "ModalityLUTSequence" in ds:
+        arr = np.asarray(apply_rescale(ds.pixel_array, ds), dtype=np.float32)
+    else:  # RescaleSlope/Intercept in float32, without pydicom's float64 copy
+        slope, intercept = float(ds.get("RescaleSlope") or 1.0), float(ds.get("RescaleIntercept") or 0.0)
+        if slope != 1.0:
+            arr *= slope
+        if intercept:
+            arr += intercept
     frames = int(ds.get("NumberOfFrames") or 1)
     arr = arr.reshape(frames, int(ds.Rows), int(ds.Columns)) if arr.size == frames * ds.Rows * ds.Columns else arr
     if arr.ndim != 3:
@@ -189,3 +215,27 @@ def _pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         arr = -arr  # a constant map for the whole series; normalisation removes the offset
     return arr
+
+
+def native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
+    """Uncompressed little-endian greyscale pixels straight from the buffer, else None.
+
+    Same values as ``ds.pixel_array`` (unused high bits masked, signed values sign-extended)
+    without its per-file set-up cost, which dominates for small slices; every other encoding
+    goes through pydicom's decoders.
+    """
+    bits, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
+    if ds.file_meta.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or bits not in (8, 16) or "PixelData" not in ds:
+        return None
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    count = int(ds.get("NumberOfFrames") or 1) * int(ds.Rows) * int(ds.Columns)
+    if len(ds.PixelData) < count * dtype.itemsize:
+        return None  # let pydicom's decoder report the short buffer
+    arr = np.frombuffer(ds.PixelData, dtype=dtype, count=count).copy()
+    if stored < bits:
+        if signed:
+            arr = (arr << (bits - stored)) >> (bits - stored)
+        else:
+            arr &= (1 << stored) - 1
+    return arr.reshape(-1, int(ds.Rows), int(ds.Columns))

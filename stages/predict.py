@@ -82,6 +82,7 @@ def predict_folder(folder: Path, *, models: list[keras.Model], card: dict) -> fl
 def main(argv: list[str] | None = None) -> None:
     """Write the submission (no arguments) or print one patient's probability (``--patient``)."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # one predict function per fold model retraces
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patient", type=Path, help="a patient folder holding FLAIR/T1w/T1wCE/T2w series")
     parser.add_argument("--model", type=Path, help="a models folder or one .keras file (default: the pipeline's)")

@@ -30,13 +30,13 @@ CODE_MODULES = (cohort, dicom, volume)
 
 
 def file_digest(path: Path, state: dict[str, list]) -> str:
-    """Content hash of ``path``, reusing ``state`` while its size and mtime are unchanged."""
+    """SHA-256 of ``path``, reusing ``state`` while its size and mtime are unchanged."""
     st = path.stat()
     key = str(path)
     cached = state.get(key)
     if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
         return cached[2]
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
@@ -51,7 +51,7 @@ def patient_files(folder: Path | None) -> list[Path]:
 
 def patient_key(*, files: list[Path], folder: Path | None, config_digest: str, state: dict) -> str:
     """Cache key of one patient: its file names and contents plus the preprocessing config."""
-    h = hashlib.blake2b(config_digest.encode(), digest_size=16)
+    h = hashlib.sha256(config_digest.encode())
     for f in files:
         h.update(f"{f.relative_to(folder).as_posix()}\0{file_digest(f, state)}\n".encode())
     return h.hexdigest()
@@ -60,38 +60,41 @@ def patient_key(*, files: list[Path], folder: Path | None, config_digest: str, s
 def config_digest(*, series: list[str], settings: dict) -> str:
     """Digest of everything besides the input files that shapes a patient's cache entry."""
     code = b"".join(Path(m.__file__).read_bytes() for m in CODE_MODULES)
-    meta = json.dumps(
-        {
-            "series": series,
-            "settings": settings,
-            "pydicom": pydicom.__version__,
-            "cv2": cv2.__version__,
-            "numpy": np.__version__,
-        },
-        sort_keys=True,
-    )
-    return hashlib.blake2b(code + meta.encode(), digest_size=16).hexdigest()
+    versions = {"pydicom": pydicom.__version__, "cv2": cv2.__version__, "numpy": np.__version__}
+    meta = json.dumps({"series": series, "settings": settings, **versions}, sort_keys=True)
+    return hashlib.sha256(code + meta.encode()).hexdigest()
 
 
 def convert_patient(task: dict) -> dict:
-    """Worker: convert one patient folder and write its ``.npz``; returns counts and problems."""
+    """Convert one patient folder and write its ``.npz``; returns slice counts and problems."""
     problems = Problems(strict=task["strict"], root=task["root"])
     out = Path(task["out"])
-    if task["folder"] is None:
-        arrays = {}
-    else:
+    arrays = {}
+    if task["folder"] is not None:
         arrays = load_patient(Path(task["folder"]), series=task["series"], problems=problems, **task["settings"])
     counts = {name: int(len(arrays.get(name, ()))) for name in task["series"]}
     if sum(counts.values()):
         save_npz(out, arrays)
     else:
         out.unlink(missing_ok=True)
+    return {"counts": counts, "problems": problems.items}
+
+
+def update_patient(task: dict) -> dict:
+    """Worker: hash the patient's files and convert it only if its key changed."""
+    folder = Path(task["folder"]) if task["folder"] else None
+    files = [Path(f) for f in task["files"]]
+    state = task["state"]
+    key = patient_key(files=files, folder=folder, config_digest=task["config_digest"], state=state)
+    record = None if key != task["old"].get("key") else task["old"]
+    if record is None:
+        record = {"key": key, **convert_patient(task)}
     return {
         "entry": task["entry"],
-        "key": task["key"],
-        "counts": counts,
-        "problems": problems.items,
-        "files": task["n_files"],
+        "record": record,
+        "converted": record is not task["old"],
+        "state": state,
+        "files": len(files),
     }
 
 
@@ -130,42 +133,44 @@ def run(
     tasks, entries = [], {}
     for p in patients:
         entry = f"{p.split}/{p.pid}"
-        files = patient_files(p.folder)
-        key = patient_key(files=files, folder=p.folder, config_digest=digest, state=state)
         entries[entry] = p
-        if manifest.get(entry, {}).get("key") != key:
-            tasks.append(
-                {
-                    "entry": entry,
-                    "key": key,
-                    "folder": str(p.folder) if p.folder else None,
-                    "out": str(cache_dir / f"{entry}.npz"),
-                    "series": series,
-                    "settings": settings,
-                    "strict": strict,
-                    "root": raw_dir,
-                    "n_files": len(files),
-                }
-            )
+        files = [str(f) for f in patient_files(p.folder)]
+        tasks.append(
+            {
+                "entry": entry,
+                "old": manifest.get(entry, {}),
+                "folder": str(p.folder) if p.folder else None,
+                "files": files,
+                "state": {f: state[f] for f in files if f in state},
+                "config_digest": digest,
+                "out": str(cache_dir / f"{entry}.npz"),
+                "series": series,
+                "settings": settings,
+                "strict": strict,
+                "root": raw_dir,
+            }
+        )
     for stale in sorted(set(manifest) - set(entries)):
         (cache_dir / f"{stale}.npz").unlink(missing_ok=True)
         del manifest[stale]
 
     start = time.perf_counter()
-    total_files = sum(t["n_files"] for t in tasks)
+    total_files = sum(len(t["files"]) for t in tasks)
     n_workers = min(worker_count(workers), max(1, len(tasks)))
+    converted, new_state = 0, {}
     with tqdm(total=total_files, unit="file", desc="preprocess", file=sys.stderr, disable=None) as bar:
-        results = map(convert_patient, tasks) if n_workers == 1 else None
-        pool = mp.get_context("fork").Pool(n_workers) if results is None else None
+        pool = mp.get_context("fork").Pool(n_workers) if n_workers > 1 else None
         try:
-            for res in results if results is not None else pool.imap(convert_patient, tasks):
-                manifest[res.pop("entry")] = res
-                bar.update(res.pop("files"))
+            for res in pool.imap(update_patient, tasks) if pool else map(update_patient, tasks):
+                manifest[res["entry"]] = res["record"]
+                new_state.update(res["state"])  # files that disappeared drop out
+                converted += res["converted"]
+                bar.update(res["files"])
         finally:
             if pool is not None:
                 pool.terminate()
     elapsed = time.perf_counter() - start
-    write_json(state_file, state)
+    write_json(state_file, new_state)
     write_json(manifest_path, dict(sorted(manifest.items())))
 
     oracle = cohort.read_oracle(raw_dir)
@@ -197,7 +202,7 @@ def run(
     }
     log.info(
         "converted %d of %d patients (%d files) in %.1fs, %.0f files/s; %d problems recorded",
-        len(tasks),
+        converted,
         len(entries),
         total_files,
         elapsed,

@@ -19,8 +19,17 @@ def test_seed_cnn_is_the_seed_architecture():
     model = seed_cnn(img_size=32)
     assert model.count_params() == 182_466
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Dropout", "Flatten",
-                     "Dense", "Dense"]
+    assert kinds == [
+        "Rescaling",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Dropout",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
     assert model.output_shape == (None, 2)
 
 
@@ -72,8 +81,15 @@ def test_samples_for_each_input_kind():
 
 
 def test_eligible_patients_need_samples():
-    table = pd.DataFrame({"split": ["train", "train", "test"], "BraTS21ID": ["00001", "00002", "00003"],
-                          "MGMT_value": ["1", "0", ""], "T1wCE": [3, 0, 4], "FLAIR": [2, 2, 2]})
+    table = pd.DataFrame(
+        {
+            "split": ["train", "train", "test"],
+            "BraTS21ID": ["00001", "00002", "00003"],
+            "MGMT_value": ["1", "0", ""],
+            "T1wCE": [3, 0, 4],
+            "FLAIR": [2, 2, 2],
+        }
+    )
     assert eligible_patients(table, series=["T1wCE"], kind="slices")["BraTS21ID"].tolist() == ["00001"]
 
 
@@ -98,8 +114,7 @@ def test_patient_dataset_streams_every_sample_once_per_epoch(cache):
     epoch2 = [(x.numpy(), y.numpy()) for x, y in ds]
     assert sum(len(x) for x, _ in epoch1) == 21 and sum(len(x) for x, _ in epoch2) == 21
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(epoch1, epoch2)), "reshuffled each epoch"
-    again = patient_dataset(paths, labels, load=load, spec=spec, n_samples=21, batch_size=4, shuffle_buffer=64,
-                            seed=0)
+    again = patient_dataset(paths, labels, load=load, spec=spec, n_samples=21, batch_size=4, shuffle_buffer=64, seed=0)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(epoch1, [(x.numpy(), y.numpy()) for x, y in again]))
 
 
@@ -122,8 +137,16 @@ def test_mirrored_strategy_trains_on_cpu(cache):
         model.compile(optimizer="adam", loss="categorical_crossentropy")
     paths, labels = cache
     load = sample_loader(kind="slices", series=["T1wCE"], depth=1)
-    ds = patient_dataset(paths, labels, load=load, spec=tf.TensorSpec((8, 8, 1), tf.uint8), n_samples=21,
-                         batch_size=4 * strategy.num_replicas_in_sync, shuffle_buffer=8, seed=0)
+    ds = patient_dataset(
+        paths,
+        labels,
+        load=load,
+        spec=tf.TensorSpec((8, 8, 1), tf.uint8),
+        n_samples=21,
+        batch_size=4 * strategy.num_replicas_in_sync,
+        shuffle_buffer=8,
+        seed=0,
+    )
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     with pytest.raises(ValueError):
@@ -131,17 +154,24 @@ def test_mirrored_strategy_trains_on_cpu(cache):
 
 
 def test_patient_level_metrics():
-    slices = pd.DataFrame({"BraTS21ID": ["00001"] * 3 + ["00002"] * 2 + ["00003", "00004"],
-                           "fold": [0, 0, 0, 0, 0, 1, 1], "MGMT_value": [1, 1, 1, 0, 0, 1, 0],
-                           "sample": [0, 1, 2, 0, 1, 0, 0], "prob": [0.9, 0.1, 0.5, 0.2, 0.4, 0.3, 0.8]})
+    slices = pd.DataFrame(
+        {
+            "BraTS21ID": ["00001"] * 3 + ["00002"] * 2 + ["00003", "00004"],
+            "fold": [0, 0, 0, 0, 0, 1, 1],
+            "MGMT_value": [1, 1, 1, 0, 0, 1, 0],
+            "sample": [0, 1, 2, 0, 1, 0, 0],
+            "prob": [0.9, 0.1, 0.5, 0.2, 0.4, 0.3, 0.8],
+        }
+    )
     patients = patient_predictions(slices)
     assert patients["prob"].round(6).tolist() == [0.5, 0.3, 0.3, 0.8]
     metrics = fold_metrics(patients)
     assert metrics["roc_auc_fold_0"] == 1.0 and metrics["roc_auc_fold_1"] == 0.0
     assert metrics["roc_auc"] == pytest.approx(0.25) and metrics["n_patients"] == 4
     assert metrics["roc_auc_fold_mean"] == 0.5 and metrics["roc_auc_fold_std"] == pytest.approx(np.sqrt(0.5))
-    oracle = pd.DataFrame({"BraTS21ID": ["00004", "00003", "00002", "00001", "00009"],
-                           "oracle_score": ["-1", "2", "0", "3", ""]})
+    oracle = pd.DataFrame(
+        {"BraTS21ID": ["00004", "00003", "00002", "00001", "00009"], "oracle_score": ["-1", "2", "0", "3", ""]}
+    )
     assert bayes_auc(patients, oracle) == 1.0
     assert bayes_auc(patients, oracle.assign(oracle_score="")) is None
 
