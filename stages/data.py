@@ -97,7 +97,7 @@ def patient_dataset(
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     # a generator's length is unknown to Keras; declaring it keeps epochs well defined
-    return ds.apply(tf.data.experimental.assert_cardinality(-(-n_samples // batch_size))).prefetch(2)
+    return ds.apply(tf.data.experimental.assert_cardinality(-(-n_samples // batch_size))).prefetch(tf.data.AUTOTUNE)
 
 
 def predict_patients(model: tf.keras.Model, paths: list[Path], *, load: SampleFn, batch_size: int) -> list[np.ndarray]:
