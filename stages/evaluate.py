@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dvclive import Live
 from sklearn.metrics import roc_auc_score
 
-from dvclive import Live
 from stages.cohort import read_patients
 from stages.config import load_params
 

@@ -15,11 +15,11 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from dvclive import Live
 from stages.cohort import read_patients
 from stages.config import load_params
 from stages.data import (

@@ -85,6 +85,13 @@ def test_multiframe_file_loads_as_a_series(tmp_path, settings):
     assert result is not None and result.files_decoded == 10 and len(result.images) > 0
 
 
+@pytest.mark.parametrize("name", ["JPEG-LL.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm", "JPGExtended.dcm"])
+def test_jpeg_greyscale_files_decode(name):
+    ds = pydicom.dcmread(scanner_file(name))
+    arr = decode_pixels(scanner_file(name))
+    assert arr.shape == (1, ds.Rows, ds.Columns) and np.isfinite(arr).all() and arr.max() > arr.min()
+
+
 def test_siemens_overlay_file_decodes():
     arr = decode_pixels(scanner_file("MR-SIEMENS-DICOM-WithOverlays.dcm"))
     assert arr.shape == (1, 484, 484) and arr.max() > 0

@@ -174,3 +174,29 @@ def test_remote_push_and_pull_into_a_fresh_clone(repo, tmp_path):
     sh("dvc", "pull", cwd=clone)
     assert "up to date" in sh("dvc", "status", cwd=clone).stdout
     assert stages_run(sh("dvc", "repro", cwd=clone)) == set()
+
+
+def test_predict_stage_matches_a_shuffled_sample_and_covers_empty_patients(repo, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(repo / "data/demo", raw, copy_function=shutil.copyfile)  # the workspace copy is read-only
+    sample = pd.read_csv(raw / "sample_submission.csv", dtype=str).sample(frac=1, random_state=3)
+    sample = pd.concat([sample, pd.DataFrame({"BraTS21ID": ["00999"], "MGMT_value": ["0.5"]})])
+    (raw / "sample_submission.csv").write_text(sample.to_csv(index=False))
+    (raw / "test" / "00999" / "T1wCE").mkdir(parents=True)  # a test patient with no usable slices
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["raw_dir"] = str(raw)
+    params["paths"] = {k: str(tmp_path / "out" / v) for k, v in params["paths"].items()}
+    params["paths"]["models_dir"] = str(repo / "models")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**ENV, "MGMT_PARAMS": str(tmp_path / "params.yaml")}
+    for stage in ("preprocess", "predict"):
+        subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=env, check=True, capture_output=True)
+    sub = pd.read_csv(params["paths"]["submission"], dtype={"BraTS21ID": str})
+    assert sorted(sub["BraTS21ID"]) == sorted(sample["BraTS21ID"]) and sub["BraTS21ID"].is_unique
+    card = json.loads((repo / "models/model_card.json").read_text())
+    assert sub.set_index("BraTS21ID").loc["00999", "MGMT_value"] == pytest.approx(card["train_prevalence"])
+    report = json.loads(Path(params["paths"]["predict_report"]).read_text())
+    assert report["patients_without_slices"] == ["00999"]
+    original = pd.read_csv(repo / "submission.csv", dtype={"BraTS21ID": str}).set_index("BraTS21ID")["MGMT_value"]
+    again = sub.set_index("BraTS21ID")["MGMT_value"].drop("00999")
+    pd.testing.assert_series_equal(again.sort_index(), original.sort_index(), check_exact=False, rtol=1e-6)
