@@ -11,7 +11,8 @@ measures, each in a fresh child process so peak RSS is its own:
 * ``floor``: one process, ``dcmread`` + ``pixel_array`` of exactly the files ``ours`` keeps;
 
 for two slice selections (every slice; the middle half), the peak RSS of ``ours`` on the cohort
-and on one twice its size, and an incremental rerun after adding 5% new patients.
+and on one twice its size, and an incremental rerun after adding 5% new patients. Each figure is
+the median of three runs (this machine's timings vary by tens of percent from run to run).
 """
 
 from __future__ import annotations

@@ -73,6 +73,26 @@ def _floats(value: object, count: int, what: str, path: Path) -> tuple[float, ..
     return out
 
 
+def _numbers(ds: pydicom.Dataset, tag: int) -> tuple[float, ...] | list | None:
+    """A numeric (DS/IS) value of ``ds`` as floats, or None when absent or empty.
+
+    Header values still in their raw encoded form are split and parsed directly: building
+    pydicom's validated ``DSfloat`` objects costs more than the rest of reading a slice's
+    geometry. Any other form goes through pydicom's conversion.
+    """
+    if tag not in ds:
+        return None
+    elem = ds.get_item(tag)
+    value = elem.value
+    if isinstance(value, bytes) and elem.VR in ("DS", "IS"):
+        parts = value.decode("ascii").split("\\")
+        return tuple(float(v) for v in parts if v.strip()) or None
+    value = ds[tag].value
+    if value is None or value == "":
+        return None
+    return list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+
+
 def _first(seq_owner: pydicom.Dataset | None, seq: str, keyword: str) -> object | None:
     if seq_owner is None or seq not in seq_owner or not seq_owner[seq].value:
         return None
@@ -117,12 +137,10 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
     shared = ds.SharedFunctionalGroupsSequence[0] if SHARED_GROUPS in ds and ds[SHARED_GROUPS].value else None
     per_frame = ds[PER_FRAME_GROUPS].value if PER_FRAME_GROUPS in ds else []
 
-    iop = ds.ImageOrientationPatient if IOP in ds else None
-    iop = iop or _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-    spacing = ds.PixelSpacing if PIXEL_SPACING in ds else None
-    spacing = spacing or _first(shared, "PixelMeasuresSequence", "PixelSpacing")
-    thick = ds[SPACING_BETWEEN].value if SPACING_BETWEEN in ds else None
-    thick = thick or (ds[THICKNESS].value if THICKNESS in ds else None)
+    iop = _numbers(ds, IOP) or _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = _numbers(ds, PIXEL_SPACING) or _first(shared, "PixelMeasuresSequence", "PixelSpacing")
+    thick = _numbers(ds, SPACING_BETWEEN) or _numbers(ds, THICKNESS)
+    thick = thick[0] if thick else None
     thick = thick or _first(shared, "PixelMeasuresSequence", "SpacingBetweenSlices")
     thick = thick or _first(shared, "PixelMeasuresSequence", "SliceThickness")
     thickness = _floats([thick or 1.0], 1, "slice thickness", path)[0] or 1.0
@@ -143,8 +161,8 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
         ipp = None
         if k < len(per_frame):
             ipp = _first(per_frame[k], "PlanePositionSequence", "ImagePositionPatient")
-        if ipp is None and frames == 1 and IPP in ds:
-            ipp = ds.ImagePositionPatient
+        if ipp is None and frames == 1:
+            ipp = _numbers(ds, IPP)
         if ipp is None:
             known = False
             positions.append(tuple(float(v) for v in normal * thickness * k))

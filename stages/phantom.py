@@ -207,7 +207,7 @@ def dicom_dataset(
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.PixelData = pixels.astype("<u2").tobytes()
     if s.encoding:
-        ds.compress(ENCODINGS[s.encoding])
+        ds.compress(ENCODINGS[s.encoding], generate_instance_uid=False)  # keep the seeded UID
     return ds
 
 

@@ -84,15 +84,15 @@ def axis_map(header: SliceHeader, target: str) -> tuple[tuple[int, int, int], tu
     return tuple(perm), tuple(flips)  # type: ignore[return-value]
 
 
-def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int) -> np.ndarray:
-    """Resize keeping the physical aspect ratio, then zero-pad to ``size`` x ``size``."""
+def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int, fill: float = 0.0) -> np.ndarray:
+    """Resize keeping the physical aspect ratio, then pad with ``fill`` to ``size`` x ``size``."""
     rows, cols = image.shape
     height, width = rows * spacing[0], cols * spacing[1]
     scale = size / max(height, width)
     new_h = min(size, max(1, round(height * scale)))
     new_w = min(size, max(1, round(width * scale)))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    out = np.zeros((size, size), dtype=np.float32)
+    resized = cv2.resize(np.asarray(image, np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+    out = np.full((size, size), fill, dtype=np.float32)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized
     return out
@@ -269,14 +269,17 @@ def load_series(
         z = coord[source] * sign
         decoded = sum(f is not None for f in frames)
 
-    scaled = normalise(volume, percentiles=clip_percentiles)
+    # resize first (area averaging is linear), then normalise the small stack: same result up
+    # to clipping of single hot pixels, at a fraction of the cost for large images
+    in_plane = (spacing[perm[1]], spacing[perm[2]])
+    fill = float(volume.min())  # the background, also for inverted (MONOCHROME1) series
+    squares = np.stack([to_square(img, spacing=in_plane, size=img_size, fill=fill) for img in volume])
+    scaled = normalise(squares, percentiles=clip_percentiles)
     if scaled is None:
         problems.add(series_dir, "constant intensity, no usable slices")
         return None
-    in_plane = (spacing[perm[1]], spacing[perm[2]])
     images, positions = [], []
-    for img, pos in zip(scaled, z):
-        square = to_square(img, spacing=in_plane, size=img_size)
+    for square, pos in zip(scaled, z):
         if not is_blank(square, level=blank_level, min_fraction=blank_min_fraction):
             images.append(np.round(square * 255).astype(np.uint8))
             positions.append(pos)

@@ -65,10 +65,13 @@ def test_quirks_are_written(tiny_cohort):
     assert any("truncated" in f for f in summary["faults"]) and any("Thumbs.db" in f for f in summary["faults"])
 
 
-def test_generator_is_deterministic(tmp_path, clean_cohort):
+def test_generator_is_deterministic(tmp_path, clean_cohort, tiny_cohort):
     again = tmp_path / "again"
     build_cohort(out_dir=again, quirks=False, **TINY)
     assert tree_digest(again) == tree_digest(clean_cohort)
+    quirky = tmp_path / "quirky"  # compressed series, broken files and all
+    build_cohort(out_dir=quirky, quirks=True, **TINY)
+    assert tree_digest(quirky) == tree_digest(tiny_cohort)
 
 
 def test_bayes_auc_is_recorded():
