@@ -84,6 +84,18 @@ def axis_map(header: SliceHeader, target: str) -> tuple[tuple[int, int, int], tu
     return tuple(perm), tuple(flips)  # type: ignore[return-value]
 
 
+def in_plane_layout(volume: np.ndarray, perm: tuple[int, ...], flips: tuple[bool, ...]) -> np.ndarray:
+    """Permute a ``[slice, row, col]`` stack to the target axes and flip its rows and columns.
+
+    The slice axis is flipped (or not) by the caller, which selects slices in target order.
+    """
+    volume = np.transpose(volume, perm)
+    for axis in (1, 2):
+        if flips[axis]:
+            volume = np.flip(volume, axis)
+    return volume
+
+
 def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int, fill: float = 0.0) -> np.ndarray:
     """Resize keeping the physical aspect ratio, then pad with ``fill`` to ``size`` x ``size``."""
     rows, cols = image.shape
@@ -246,22 +258,15 @@ def load_series(
         ok = [i for i, f in enumerate(frames) if f is not None]
         if not ok:
             return None
-        volume = np.stack([frames[i] for i in ok])
+        volume = in_plane_layout(np.stack([frames[i] for i in ok]), perm, flips)
         z = along[source[ok]] * sign
-        volume = np.transpose(volume, (0, *perm[1:]))
-        for axis in (1, 2):
-            if flips[axis]:
-                volume = np.flip(volume, axis)
         decoded = len(ok)
     else:
         frames = _decode(headers, problems, datasets or {})
         if all(f is None for f in frames):
             return None
         volume = np.stack([f if f is not None else np.zeros(shape[1:], np.float32) for f in frames])
-        volume = np.transpose(volume, perm)
-        for axis in (1, 2):
-            if flips[axis]:
-                volume = np.flip(volume, axis)
+        volume = in_plane_layout(volume, perm, flips)
         # a reformatted stack (never "native"): positions along the target axis
         step_mm = axis_dirs[perm[0]][lps_axis] * spacing[perm[0]]
         coord = origin[lps_axis] + np.arange(n_target) * step_mm
