@@ -24,6 +24,10 @@ AXIAL_IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 IPP, IOP, PIXEL_SPACING, NUMBER_OF_FRAMES = 0x00200032, 0x00200037, 0x00280030, 0x00280008
 THICKNESS, SPACING_BETWEEN = 0x00180050, 0x00180088
 SHARED_GROUPS, PER_FRAME_GROUPS = 0x52009229, 0x52009230
+PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA = 0x7FE00010, 0x7FE00008, 0x7FE00009
+SAMPLES_PER_PIXEL, PHOTOMETRIC, MODALITY_LUT = 0x00280002, 0x00280004, 0x00283000
+RESCALE_INTERCEPT, RESCALE_SLOPE = 0x00281052, 0x00281053
+BITS_ALLOCATED, BITS_STORED, PIXEL_REPRESENTATION = 0x00280100, 0x00280101, 0x00280103
 NATIVE_SYNTAXES = {pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian}
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 # We check every value we use ourselves; pydicom's per-value validation only costs time here.
@@ -208,29 +212,31 @@ def decode_pixels(path: Path, ds: pydicom.Dataset | None = None) -> np.ndarray:
 
 
 def _pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    # integer-tag lookups throughout: keyword access costs more than the decoding of a small slice
+    if PIXEL_DATA not in ds and FLOAT_PIXEL_DATA not in ds and DOUBLE_PIXEL_DATA not in ds:
         raise DataError(path, "no pixel data")
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise DataError(path, f"not a greyscale image (SamplesPerPixel={ds.SamplesPerPixel})")
+    samples = int(ds[SAMPLES_PER_PIXEL].value or 1) if SAMPLES_PER_PIXEL in ds else 1
+    if samples != 1:
+        raise DataError(path, f"not a greyscale image (SamplesPerPixel={samples})")
     arr = native_pixels(ds)
     if arr is None:
         arr = ds.pixel_array
     arr = arr.astype(np.float32)
-    if "ModalityLUTSequence" in ds:
+    if MODALITY_LUT in ds:
         arr = np.asarray(apply_rescale(ds.pixel_array, ds), dtype=np.float32)
     else:  # RescaleSlope/Intercept in float32, without pydicom's float64 copy
-        slope, intercept = float(ds.get("RescaleSlope") or 1.0), float(ds.get("RescaleIntercept") or 0.0)
+        slope, intercept = (_numbers(ds, RESCALE_SLOPE) or [1.0])[0], (_numbers(ds, RESCALE_INTERCEPT) or [0.0])[0]
         if slope != 1.0:
             arr *= slope
         if intercept:
             arr += intercept
-    frames = int(ds.get("NumberOfFrames") or 1)
-    arr = arr.reshape(frames, int(ds.Rows), int(ds.Columns)) if arr.size == frames * ds.Rows * ds.Columns else arr
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    arr = arr.reshape(-1, rows, cols) if arr.size % (rows * cols) == 0 else arr
     if arr.ndim != 3:
         raise DataError(path, f"unexpected pixel array shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise DataError(path, "non-finite pixel values")
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+    if PHOTOMETRIC in ds and ds[PHOTOMETRIC].value == "MONOCHROME1":
         arr = -arr  # a constant map for the whole series; normalisation removes the offset
     return arr
 
@@ -242,18 +248,23 @@ def native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
     without its per-file set-up cost, which dominates for small slices; every other encoding
     goes through pydicom's decoders.
     """
-    bits, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
-    if ds.file_meta.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or bits not in (8, 16) or "PixelData" not in ds:
+    if ds.file_meta.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or PIXEL_DATA not in ds:
         return None
-    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    bits = int(ds[BITS_ALLOCATED].value)
+    stored = int(ds[BITS_STORED].value or bits) if BITS_STORED in ds else bits
+    if bits not in (8, 16):
+        return None
+    signed = PIXEL_REPRESENTATION in ds and ds[PIXEL_REPRESENTATION].value == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    count = int(ds.get("NumberOfFrames") or 1) * int(ds.Rows) * int(ds.Columns)
-    if len(ds.PixelData) < count * dtype.itemsize:
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    frames = int(ds[NUMBER_OF_FRAMES].value or 1) if NUMBER_OF_FRAMES in ds else 1
+    data = ds[PIXEL_DATA].value
+    if len(data) < frames * rows * cols * dtype.itemsize:
         return None  # let pydicom's decoder report the short buffer
-    arr = np.frombuffer(ds.PixelData, dtype=dtype, count=count).copy()
+    arr = np.frombuffer(data, dtype=dtype, count=frames * rows * cols).copy()
     if stored < bits:
         if signed:
             arr = (arr << (bits - stored)) >> (bits - stored)
         else:
             arr &= (1 << stored) - 1
-    return arr.reshape(-1, int(ds.Rows), int(ds.Columns))
+    return arr.reshape(frames, rows, cols)
