@@ -161,7 +161,7 @@ def subset(src: Path, dst: Path, n: int) -> Path:
     (dst / "train").mkdir(parents=True)
     ids = sorted(p.name for p in (src / "train").iterdir())[:n]
     for pid in ids:
-        os.symlink(src / "train" / pid, dst / "train" / pid)
+        os.symlink((src / "train" / pid).resolve(), dst / "train" / pid)
     lines = (src / "train_labels.csv").read_text().splitlines()
     (dst / "train_labels.csv").write_text("\n".join([lines[0]] + [x for x in lines[1:] if x[:5] in ids]) + "\n")
     return dst
@@ -179,12 +179,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--selection", default="every slice")
     parser.add_argument("--incremental", action="store_true")
+    parser.add_argument("--growth-base", type=int, default=100, help="patients before the 5%% growth")
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.cohort, args.out, args.selection, args.workers)))
         return
     if args.incremental:
-        incremental(args.cohort, args.out, args.workers)
+        incremental(args.cohort, args.out, args.workers, args.growth_base)
         return
 
     n = args.patients
@@ -213,28 +214,17 @@ def main() -> None:
         f"\n[memory] peak RSS of ours: {one['rss_mb']:.0f} MB for {n} patients, {two['rss_mb']:.0f} MB for {2 * n} "
         f"({two['rss_mb'] / one['rss_mb']:.2f}x)"
     )
-    subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--incremental",
-            "--cohort",
-            str(big),
-            "--out",
-            str(args.work),
-            "--workers",
-            str(args.workers),
-        ],
-        check=True,
-    )
+    total = args.growth_base * 21 // 20  # the base cohort plus 5%
+    grown = make_cohort(args.work / f"cohort_{total}", patients=total, image_size=args.image_size, slices=args.slices)
+    cmd = ["--incremental", "--cohort", str(grown), "--out", str(args.work), "--workers", str(args.workers)]
+    subprocess.run([sys.executable, __file__, *cmd, "--growth-base", str(args.growth_base)], check=True)
 
 
-def incremental(big: Path, work: Path, workers: int) -> None:
-    """Convert a cohort, add 5% new patients, time the rerun against the full run."""
+def incremental(big: Path, work: Path, workers: int, base: int) -> None:
+    """Convert ``base`` patients of ``big``, add the rest (5% more), time the rerun against the full run."""
     from stages import preprocess
 
     all_ids = sorted(p.name for p in (big / "train").iterdir())
-    base = max(1, round(len(all_ids) / 1.05))
     cohort = subset(big, work / "cohort_incremental", base)
     out = work / "incremental"
     shutil.rmtree(out, ignore_errors=True)
