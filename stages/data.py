@@ -59,11 +59,6 @@ def sample_count(counts: dict[str, int], *, kind: str, series: list[str]) -> int
     return int(counts[series[0]]) if kind == "stack" else 1
 
 
-def sample_spec(load: SampleFn, path: Path) -> tf.TensorSpec:
-    """TensorSpec of one sample, from a patient that has samples."""
-    return tf.TensorSpec(load(path).shape[1:], tf.uint8)
-
-
 def patient_dataset(
     paths: list[Path],
     labels: list[int],

@@ -28,7 +28,6 @@ from stages.data import (
     predict_patients,
     sample_count,
     sample_loader,
-    sample_spec,
 )
 from stages.io import atomic_path, write_csv, write_json
 from stages.models import INPUT_KIND, build_model
@@ -125,7 +124,7 @@ def fit_fold(
             # with a 2-way softmax both columns have the same AUC, so their mean is the AUC
             metrics=[keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
         )
-    spec = sample_spec(load, train_paths[0])
+    spec = tf.TensorSpec(model.input_shape[1:], tf.uint8)  # as predict_patients does
     train_ds = patient_dataset(
         train_paths,
         list(train_labels),

@@ -151,11 +151,11 @@ def series_headers(
             datasets[path] = ds
     if not headers:
         return []
-    key = Counter((h.shape, np.round(h.row_dir + h.col_dir, 3).tobytes()) for h in headers)
-    (shape, orient), _ = key.most_common(1)[0]
+    keys = [(h.shape, np.round(h.row_dir + h.col_dir, 3).tobytes()) for h in headers]
+    shape, orient = Counter(keys).most_common(1)[0][0]
     kept = []
-    for h in headers:
-        if (h.shape, np.round(h.row_dir + h.col_dir, 3).tobytes()) != (shape, orient):
+    for h, key in zip(headers, keys):
+        if key != (shape, orient):
             problems.add(h.path, f"inconsistent slice size/orientation {h.shape} in a series of {shape}")
         else:
             kept.append(h)
