@@ -1,18 +1,20 @@
 """Benchmark of the preprocess stage against a naive loop and the decode floor.
 
-    python benchmarks/preprocess.py [--patients 24] [--image-size 256] [--slices 32]
+    python benchmarks/preprocess.py [--patients 24] [--image-size 256] [--slices 32] [--repeats 3]
 
 Generates a demo cohort (plain axial series, so only the chosen slices need decoding), then
 measures, each in a fresh child process so peak RSS is its own:
 
-* ``ours``: ``stages.preprocess.run`` (header pass, decode of kept slices, process pool);
+* ``ours``: ``stages.preprocess.run`` (one read and header parse per file, decode of the kept
+  slices only, content hashes for the incremental cache, process pool);
 * ``naive``: one process, ``dcmread`` + ``pixel_array`` of every file, ``cv2.resize``, one
   ``np.save`` per slice (the seed notebook's loop);
 * ``floor``: one process, ``dcmread`` + ``pixel_array`` of exactly the files ``ours`` keeps;
 
-for two slice selections (every slice; the middle half), the peak RSS of ``ours`` on the cohort
-and on one twice its size, and an incremental rerun after adding 5% new patients. Each figure is
-the median of three runs (this machine's timings vary by tens of percent from run to run).
+for three slice selections (every slice; the middle half; the default, every third slice of the
+middle half), the peak RSS of ``ours`` on the cohort and on one twice its size, and an incremental
+rerun after adding 5% new patients. Speed figures are the median of ``--repeats`` interleaved runs
+(this machine's timings vary by tens of percent from minute to minute).
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def measure(kind: str, cohort: Path, out: Path, selection: str, workers: int) ->
     s = settings(selection)
     kept = []
     for series_dir in sorted(p for p in cohort.glob("*/*/*") if p.is_dir()):
-        headers = series_headers(series_dir, Problems())
+        headers, _ = series_headers(series_dir, Problems())
         perm, flips = axis_map(headers[0], s["orientation"])
         idx = choose_slices(len(headers), middle_fraction=s["middle_fraction"], step=s["slice_step"])
         kept += [headers[len(headers) - 1 - i if flips[0] else i].path for i in idx]
@@ -115,6 +117,11 @@ def measure(kind: str, cohort: Path, out: Path, selection: str, workers: int) ->
     for path in kept:
         pydicom.dcmread(path).pixel_array  # noqa: B018
     return {"files": len(kept), "seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb()}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median time."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
 
 
 def child(kind: str, cohort: Path, out: Path, selection: str, workers: int) -> dict:
@@ -173,6 +180,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--slices", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is shown")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--measure", choices=["ours", "naive", "floor"])
     parser.add_argument("--cohort", type=Path)
@@ -197,8 +205,13 @@ def main() -> None:
         f"{args.slices} slices of {args.image_size}x{args.image_size} ({n * 4 * args.slices} files)"
     )
     for selection in SELECTIONS:
-        res = {k: child(k, small, args.work / k, selection, args.workers) for k in ("naive", "floor", "ours")}
-        print(f"\n[{selection}]")
+        # interleaved repeats, so a slow spell of the machine hits every kind alike
+        runs: dict[str, list[dict]] = {k: [] for k in ("naive", "floor", "ours")}
+        for _ in range(args.repeats):
+            for k, r in runs.items():
+                r.append(child(k, small, args.work / k, selection, args.workers))
+        res = {k: median_run(r) for k, r in runs.items()}
+        print(f"\n[{selection}] median of {args.repeats} runs")
         for k, r in res.items():
             print(
                 f"  {k:6s} {r['files']:6d} files {r['seconds']:7.2f} s {r['files'] / r['seconds']:8.0f} files/s "

@@ -9,14 +9,18 @@ the raw files.
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import logging
+import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_rescale
 
@@ -28,10 +32,17 @@ PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA = 0x7FE00010, 0x7FE00008, 0x7FE0
 SAMPLES_PER_PIXEL, PHOTOMETRIC, MODALITY_LUT = 0x00280002, 0x00280004, 0x00283000
 RESCALE_INTERCEPT, RESCALE_SLOPE = 0x00281052, 0x00281053
 BITS_ALLOCATED, BITS_STORED, PIXEL_REPRESENTATION = 0x00280100, 0x00280101, 0x00280103
+ROWS, COLUMNS, TRANSFER_SYNTAX = 0x00280010, 0x00280011, 0x00020010
+# Values longer than this, in practice pixel data, are parsed when first used (see read_dataset);
+# smaller ones cost less to parse inline than to fetch later.
+DEFER_BYTES = 16 * 1024
 NATIVE_SYNTAXES = {pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian}
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 # We check every value we use ourselves; pydicom's per-value validation only costs time here.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
+Reader = Callable[[Path], bytes]  # how a file's bytes are got (preprocess also hashes them)
 
 
 class DataError(Exception):
@@ -55,16 +66,11 @@ class SliceHeader:
     position: tuple[float, float, float]  # ImagePositionPatient (mm, LPS)
     row_dir: tuple[float, float, float]  # direction of increasing column index
     col_dir: tuple[float, float, float]  # direction of increasing row index
+    normal: tuple[float, float, float]  # unit slice normal, row_dir x col_dir
     spacing: tuple[float, float]  # (between rows, between columns) in mm
     shape: tuple[int, int]  # (Rows, Columns)
     thickness: float
     geometry_known: bool
-
-    @property
-    def normal(self) -> np.ndarray:
-        """Unit slice normal (row direction x column direction)."""
-        n = np.cross(self.row_dir, self.col_dir)
-        return n / np.linalg.norm(n)
 
 
 def _floats(value: object, count: int, what: str, path: Path) -> tuple[float, ...]:
@@ -72,9 +78,44 @@ def _floats(value: object, count: int, what: str, path: Path) -> tuple[float, ..
         out = tuple(float(v) for v in value)  # type: ignore[union-attr]
     except (TypeError, ValueError) as exc:
         raise DataError(path, f"unreadable {what}: {exc}") from None
-    if len(out) != count or not np.all(np.isfinite(out)):
+    if len(out) != count or not all(math.isfinite(v) for v in out):
         raise DataError(path, f"invalid {what}: {out}")
     return out
+
+
+_CONVERTED: dict[tuple, object] = {}
+
+
+def _present(ds: pydicom.Dataset, tag: int) -> bool:
+    """Whether ``ds`` has the element, without converting it or reading a deferred value."""
+    return ds.get_item(tag, keep_deferred=True) is not None
+
+
+def _value(ds: pydicom.Dataset, tag: int) -> object | None:
+    """``ds[tag].value``, or None when the element is absent.
+
+    A series repeats most header values in every file, and pydicom's conversion of an element
+    costs more than the rest of handling a small slice, so short raw values are converted once
+    per distinct encoding and remembered. Only used for binary and ASCII values, which do not
+    depend on the character set.
+    """
+    elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None:
+        return None
+    if not isinstance(elem, RawDataElement) or elem.value is None or len(elem.value) > 64 or elem.VR == "SQ":
+        return ds[tag].value
+    key = (tag, elem.VR, elem.value, elem.is_implicit_VR, elem.is_little_endian)
+    if key not in _CONVERTED:
+        if len(_CONVERTED) > 4096:
+            _CONVERTED.clear()
+        _CONVERTED[key] = ds[tag].value
+    return _CONVERTED[key]
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_numbers(raw: bytes) -> tuple[float, ...] | None:
+    """Floats of a raw DS/IS value; remembered, as most of them repeat in every file of a series."""
+    return tuple(float(v) for v in raw.decode("ascii").split("\\") if v.strip()) or None
 
 
 def _numbers(ds: pydicom.Dataset, tag: int) -> tuple[float, ...] | list | None:
@@ -84,13 +125,12 @@ def _numbers(ds: pydicom.Dataset, tag: int) -> tuple[float, ...] | list | None:
     pydicom's validated ``DSfloat`` objects costs more than the rest of reading a slice's
     geometry. Any other form goes through pydicom's conversion.
     """
-    if tag not in ds:
+    elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None:
         return None
-    elem = ds.get_item(tag)
     value = elem.value
     if isinstance(value, bytes) and elem.VR in ("DS", "IS"):
-        parts = value.decode("ascii").split("\\")
-        return tuple(float(v) for v in parts if v.strip()) or None
+        return _parse_numbers(value)
     value = ds[tag].value
     if value is None or value == "":
         return None
@@ -122,24 +162,35 @@ def data_errors(path: Path, what: str) -> Iterator[None]:
         raise DataError(path, f"{what} ({type(exc).__name__}: {exc})") from None
 
 
-def read_dataset(path: Path, *, pixels: bool = True) -> pydicom.Dataset:
-    """``dcmread`` one file, without its pixel data unless ``pixels``; failures become DataErrors."""
+def read_dataset(path: Path, read: Reader = Path.read_bytes) -> pydicom.Dataset:
+    """``dcmread`` one file from its bytes, got with ``read``; pixel data is read when first used.
+
+    The file is read with one system call and parsed from memory (a quarter cheaper than
+    parsing from a file object), and the bytes are then let go: the deferred pixel data is read
+    from the file again only for the slices kept. Holding every file of a series instead costs
+    memory, and page faults that outweigh the second read. Failures become DataErrors.
+    """
+    with data_errors(path, "unreadable file"):
+        data = read(path)
     with data_errors(path, "corrupt DICOM"):
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        ds = pydicom.dcmread(io.BytesIO(data), defer_size=DEFER_BYTES)
+    ds.filename, ds.fileobj_type, ds.buffer = str(path), open, None
+    return ds
 
 
 def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
     """Per-frame geometry of a dataset (single- or multi-frame)."""
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.NumberOfFrames or 1) if NUMBER_OF_FRAMES in ds else 1
-    except (AttributeError, TypeError, ValueError):
+        rows, cols = int(_value(ds, ROWS)), int(_value(ds, COLUMNS))  # type: ignore[arg-type]
+        frames = int(_value(ds, NUMBER_OF_FRAMES) or 1)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         raise DataError(path, "incomplete header without Rows/Columns (truncated or not an image?)") from None
     if rows < 1 or cols < 1 or frames < 1:
         raise DataError(path, f"invalid image size {frames}x{rows}x{cols}")
-    # tag membership tests are cheap; keyword lookups of absent attributes are not
-    shared = ds.SharedFunctionalGroupsSequence[0] if SHARED_GROUPS in ds and ds[SHARED_GROUPS].value else None
-    per_frame = ds[PER_FRAME_GROUPS].value if PER_FRAME_GROUPS in ds else []
+    # integer-tag lookups: keyword lookups of absent attributes are slow
+    shared = ds[SHARED_GROUPS].value if _present(ds, SHARED_GROUPS) else None
+    shared = shared[0] if shared else None
+    per_frame = ds[PER_FRAME_GROUPS].value if _present(ds, PER_FRAME_GROUPS) else []
 
     iop = _numbers(ds, IOP) or _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
     spacing = _numbers(ds, PIXEL_SPACING) or _first(shared, "PixelMeasuresSequence", "PixelSpacing")
@@ -152,12 +203,10 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
     if min(spacing_rc) <= 0:
         raise DataError(path, f"invalid PixelSpacing {spacing_rc}")
     orient = _floats(iop, 6, "ImageOrientationPatient", path) if iop else AXIAL_IOP
-    row_dir, col_dir = np.array(orient[:3]), np.array(orient[3:])
-    normal = np.cross(row_dir, col_dir)
-    length = float(np.sqrt(normal @ normal))
-    if length < 0.5:
+    row_dir, col_dir = orient[:3], orient[3:]
+    normal = unit_normal(row_dir, col_dir)
+    if normal is None:
         raise DataError(path, f"degenerate ImageOrientationPatient {orient}")
-    normal /= length
 
     positions: list[tuple[float, ...]] = []
     known = iop is not None
@@ -169,7 +218,7 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
             ipp = _numbers(ds, IPP)
         if ipp is None:
             known = False
-            positions.append(tuple(float(v) for v in normal * thickness * k))
+            positions.append(tuple(v * thickness * k for v in normal))
         else:
             positions.append(_floats(ipp, 3, "ImagePositionPatient", path))
     return [
@@ -177,8 +226,9 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
             path=path,
             frame=k if frames > 1 else None,
             position=positions[k],  # type: ignore[arg-type]
-            row_dir=tuple(row_dir),  # type: ignore[arg-type]
-            col_dir=tuple(col_dir),  # type: ignore[arg-type]
+            row_dir=row_dir,  # type: ignore[arg-type]
+            col_dir=col_dir,  # type: ignore[arg-type]
+            normal=normal,
             spacing=spacing_rc,  # type: ignore[arg-type]
             shape=(rows, cols),
             thickness=thickness,
@@ -188,16 +238,27 @@ def headers_from_dataset(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
     ]
 
 
-def read_file(path: Path, *, pixels: bool = False) -> tuple[list[SliceHeader], pydicom.Dataset]:
-    """One file's frame headers and its dataset (holding the encoded pixel data if ``pixels``)."""
-    ds = read_dataset(path, pixels=pixels)
+def unit_normal(row_dir: tuple[float, ...], col_dir: tuple[float, ...]) -> tuple[float, float, float] | None:
+    """``row_dir x col_dir`` scaled to unit length; None when the directions are degenerate.
+
+    Plain Python: for 3-vectors numpy's call overhead costs more than the arithmetic.
+    """
+    (a1, a2, a3), (b1, b2, b3) = row_dir, col_dir
+    n = (a2 * b3 - a3 * b2, a3 * b1 - a1 * b3, a1 * b2 - a2 * b1)
+    length = math.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2)
+    return None if length < 0.5 else (n[0] / length, n[1] / length, n[2] / length)
+
+
+def read_file(path: Path, read: Reader = Path.read_bytes) -> tuple[list[SliceHeader], pydicom.Dataset]:
+    """One file's frame headers and its dataset (pixel data parsed when first used)."""
+    ds = read_dataset(path, read)
     with data_errors(path, "corrupt DICOM header"):
         return headers_from_dataset(ds, path), ds
 
 
 def read_headers(path: Path) -> list[SliceHeader]:
     """Read one file's header (no pixel data) and return one :class:`SliceHeader` per frame."""
-    return read_file(path, pixels=False)[0]
+    return read_file(path)[0]
 
 
 def decode_pixels(path: Path, ds: pydicom.Dataset | None = None) -> np.ndarray:
@@ -206,23 +267,23 @@ def decode_pixels(path: Path, ds: pydicom.Dataset | None = None) -> np.ndarray:
     RescaleSlope/Intercept are applied and MONOCHROME1 is inverted so that bright means
     high signal for every file.
     """
-    ds = read_dataset(path, pixels=True) if ds is None else ds
+    ds = read_dataset(path) if ds is None else ds
     with data_errors(path, "cannot decode pixel data"):
         return _pixels(ds, path)
 
 
 def _pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     # integer-tag lookups throughout: keyword access costs more than the decoding of a small slice
-    if PIXEL_DATA not in ds and FLOAT_PIXEL_DATA not in ds and DOUBLE_PIXEL_DATA not in ds:
+    if not any(_present(ds, t) for t in (PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_PIXEL_DATA)):
         raise DataError(path, "no pixel data")
-    samples = int(ds[SAMPLES_PER_PIXEL].value or 1) if SAMPLES_PER_PIXEL in ds else 1
+    samples = int(_value(ds, SAMPLES_PER_PIXEL) or 1)  # type: ignore[arg-type]
     if samples != 1:
         raise DataError(path, f"not a greyscale image (SamplesPerPixel={samples})")
     arr = native_pixels(ds)
     if arr is None:
         arr = ds.pixel_array
     arr = arr.astype(np.float32)
-    if MODALITY_LUT in ds:
+    if _present(ds, MODALITY_LUT):
         arr = np.asarray(apply_rescale(ds.pixel_array, ds), dtype=np.float32)
     else:  # RescaleSlope/Intercept in float32, without pydicom's float64 copy
         slope, intercept = (_numbers(ds, RESCALE_SLOPE) or [1.0])[0], (_numbers(ds, RESCALE_INTERCEPT) or [0.0])[0]
@@ -230,41 +291,41 @@ def _pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
             arr *= slope
         if intercept:
             arr += intercept
-    rows, cols = int(ds.Rows), int(ds.Columns)
+    rows, cols = int(_value(ds, ROWS)), int(_value(ds, COLUMNS))  # type: ignore[arg-type]
     arr = arr.reshape(-1, rows, cols) if arr.size % (rows * cols) == 0 else arr
     if arr.ndim != 3:
         raise DataError(path, f"unexpected pixel array shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise DataError(path, "non-finite pixel values")
-    if PHOTOMETRIC in ds and ds[PHOTOMETRIC].value == "MONOCHROME1":
+    if _value(ds, PHOTOMETRIC) == "MONOCHROME1":
         arr = -arr  # a constant map for the whole series; normalisation removes the offset
     return arr
 
 
 def native_pixels(ds: pydicom.Dataset) -> np.ndarray | None:
-    """Uncompressed little-endian greyscale pixels straight from the buffer, else None.
+    """Uncompressed little-endian greyscale pixels straight from the buffer (read-only), else None.
 
     Same values as ``ds.pixel_array`` (unused high bits masked, signed values sign-extended)
     without its per-file set-up cost, which dominates for small slices; every other encoding
     goes through pydicom's decoders.
     """
-    if ds.file_meta.get("TransferSyntaxUID") not in NATIVE_SYNTAXES or PIXEL_DATA not in ds:
+    meta = ds.file_meta
+    syntax = meta[TRANSFER_SYNTAX].value if TRANSFER_SYNTAX in meta else None
+    if syntax not in NATIVE_SYNTAXES or not _present(ds, PIXEL_DATA):
         return None
-    bits = int(ds[BITS_ALLOCATED].value)
-    stored = int(ds[BITS_STORED].value or bits) if BITS_STORED in ds else bits
+    bits = int(_value(ds, BITS_ALLOCATED))  # type: ignore[arg-type]
+    stored = int(_value(ds, BITS_STORED) or bits)  # type: ignore[arg-type]
     if bits not in (8, 16):
         return None
-    signed = PIXEL_REPRESENTATION in ds and ds[PIXEL_REPRESENTATION].value == 1
+    signed = _value(ds, PIXEL_REPRESENTATION) == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    frames = int(ds[NUMBER_OF_FRAMES].value or 1) if NUMBER_OF_FRAMES in ds else 1
+    rows, cols = int(_value(ds, ROWS)), int(_value(ds, COLUMNS))  # type: ignore[arg-type]
+    frames = int(_value(ds, NUMBER_OF_FRAMES) or 1)  # type: ignore[arg-type]
     data = ds[PIXEL_DATA].value
     if len(data) < frames * rows * cols * dtype.itemsize:
         return None  # let pydicom's decoder report the short buffer
-    arr = np.frombuffer(data, dtype=dtype, count=frames * rows * cols).copy()
-    if stored < bits:
-        if signed:
-            arr = (arr << (bits - stored)) >> (bits - stored)
-        else:
-            arr &= (1 << stored) - 1
+    arr = np.frombuffer(data, dtype=dtype, count=frames * rows * cols)  # read-only view, no copy
+    if stored < bits:  # sign-extend or mask the unused high bits
+        shift = bits - stored
+        arr = (arr << shift) >> shift if signed else arr & ((1 << stored) - 1)
     return arr.reshape(frames, rows, cols)

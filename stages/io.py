@@ -1,4 +1,4 @@
-"""Atomic output helpers: an interrupted run never leaves a half-written file."""
+"""IO helpers: atomic outputs (an interrupted run never leaves a half-written file), fast input."""
 
 from __future__ import annotations
 
@@ -14,6 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def read_with_stat(path: Path | str) -> tuple[os.stat_result, bytes]:
+    """A file's stat and whole content (as of the stat), read through one descriptor.
+
+    Plain ``os.read`` calls: Python's buffered file objects cost a quarter of the time of
+    reading a small file.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size)
+        while len(data) < st.st_size:  # a short read is allowed, if rare for regular files
+            chunk = os.read(fd, st.st_size - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return st, data
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

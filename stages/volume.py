@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import cv2
 import numpy as np
 import pydicom
 
-from stages.dicom import DataError, SliceHeader, decode_pixels, read_file
+from stages.dicom import DataError, Reader, SliceHeader, decode_pixels, read_file
 
 # Target layouts as (LPS axis, sign) for the slice, row and column axes of the stack.
 # Axial rows run anterior->posterior and columns right->left (radiological convention).
@@ -72,7 +74,7 @@ def axis_map(header: SliceHeader, target: str) -> tuple[tuple[int, int, int], tu
     """Permutation and flips taking a stack ``[slice, row, col]`` to the ``target`` layout."""
     if target == "native":
         return (0, 1, 2), (False, False, False)
-    dirs = [header.normal, np.asarray(header.col_dir), np.asarray(header.row_dir)]
+    dirs = [np.asarray(header.normal), np.asarray(header.col_dir), np.asarray(header.row_dir)]
     dominant = [int(np.argmax(np.abs(d))) for d in dirs]
     if len(set(dominant)) < 3:
         raise DataError(header.path, "oblique orientation cannot be mapped to a standard plane")
@@ -96,18 +98,28 @@ def in_plane_layout(volume: np.ndarray, perm: tuple[int, ...], flips: tuple[bool
     return volume
 
 
-def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int, fill: float = 0.0) -> np.ndarray:
-    """Resize keeping the physical aspect ratio, then pad with ``fill`` to ``size`` x ``size``."""
+def shrink(image: np.ndarray, *, spacing: tuple[float, float], size: int) -> np.ndarray:
+    """Resize (area averaging) so the longer physical side spans ``size`` pixels, keeping the aspect."""
     rows, cols = image.shape
     height, width = rows * spacing[0], cols * spacing[1]
     scale = size / max(height, width)
     new_h = min(size, max(1, round(height * scale)))
     new_w = min(size, max(1, round(width * scale)))
-    resized = cv2.resize(np.asarray(image, np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(np.asarray(image, np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
+def pad_square(image: np.ndarray, *, size: int, fill: float) -> np.ndarray:
+    """Centre ``image`` on a ``size`` x ``size`` canvas of ``fill``."""
+    rows, cols = image.shape
     out = np.full((size, size), fill, dtype=np.float32)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top : top + new_h, left : left + new_w] = resized
+    top, left = (size - rows) // 2, (size - cols) // 2
+    out[top : top + rows, left : left + cols] = image
     return out
+
+
+def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int, fill: float = 0.0) -> np.ndarray:
+    """Resize keeping the physical aspect ratio, then pad with ``fill`` to ``size`` x ``size``."""
+    return pad_square(shrink(image, spacing=spacing, size=size), size=size, fill=fill)
 
 
 def normalise(volume: np.ndarray, *, percentiles: tuple[float, float]) -> np.ndarray | None:
@@ -132,26 +144,26 @@ def is_blank(image: np.ndarray, *, level: float, min_fraction: float) -> bool:
 
 
 def series_headers(
-    series_dir: Path, problems: Problems, datasets: dict[Path, pydicom.Dataset] | None = None
-) -> list[SliceHeader]:
+    series_dir: Path, problems: Problems, read: Reader = Path.read_bytes
+) -> tuple[list[SliceHeader], dict[Path, pydicom.Dataset]]:
     """Readable, mutually consistent frame headers ordered along the slice normal.
 
-    With ``datasets`` every file is read whole, once, and kept there for decoding; without it
-    only headers are read (``stop_before_pixels``).
+    Also returns each file's dataset, whose pixel data is parsed only when decoded, so every
+    file is read and parsed once however many of its slices are kept. The datasets hold the
+    series' file contents: memory grows with the largest series, not with the cohort.
     """
     headers: list[SliceHeader] = []
-    for path in sorted(p for p in series_dir.iterdir() if p.is_file()):
+    datasets: dict[Path, pydicom.Dataset] = {}
+    for path in sorted(Path(e.path) for e in os.scandir(series_dir) if e.is_file()):
         try:
-            file_headers, ds = read_file(path, pixels=datasets is not None)
+            file_headers, datasets[path] = read_file(path, read)
         except DataError as err:
             problems.add_error(err)
             continue
         headers.extend(file_headers)
-        if datasets is not None:
-            datasets[path] = ds
     if not headers:
-        return []
-    keys = [(h.shape, np.round(h.row_dir + h.col_dir, 3).tobytes()) for h in headers]
+        return [], datasets
+    keys = [(h.shape, tuple(round(r + c, 3) for r, c in zip(h.row_dir, h.col_dir))) for h in headers]
     shape, orient = Counter(keys).most_common(1)[0][0]
     kept = []
     for h, key in zip(headers, keys):
@@ -160,27 +172,31 @@ def series_headers(
         else:
             kept.append(h)
     normal = kept[0].normal
-    kept.sort(key=lambda h: (float(np.dot(h.position, normal)), str(h.path), h.frame or 0))
+    along = {id(h): sum(p * n for p, n in zip(h.position, normal)) for h in kept}
+    kept.sort(key=lambda h: (along[id(h)], str(h.path), h.frame or 0))
     unique = [kept[0]]
     for h in kept[1:]:
-        if abs(np.dot(np.subtract(h.position, unique[-1].position), normal)) < 1e-3:
+        if abs(along[id(h)] - along[id(unique[-1])]) < 1e-3:
             problems.add(h.path, "duplicate slice position")
         else:
             unique.append(h)
-    return unique
+    return unique, datasets
 
 
-def _decode(
+def _decoded(
     headers: list[SliceHeader], problems: Problems, datasets: dict[Path, pydicom.Dataset]
-) -> list[np.ndarray | None]:
-    """Decode the frames of ``headers`` (each file once), None where decoding failed."""
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, frame)`` for each frame of ``headers`` that decodes (each file read once).
+
+    Decoded files leave ``datasets``, so their pixel data is not held twice; yielding frame by
+    frame lets the caller shrink each one before the next is decoded.
+    """
     by_path: dict[Path, list[int]] = defaultdict(list)
     for i, h in enumerate(headers):
         by_path[h.path].append(i)
-    out: list[np.ndarray | None] = [None] * len(headers)
     for path in sorted(by_path):
         try:
-            frames = decode_pixels(path, datasets.get(path))
+            frames = decode_pixels(path, datasets.pop(path, None))
         except DataError as err:
             problems.add_error(err)
             continue
@@ -190,24 +206,7 @@ def _decode(
             if frame is None or frame.shape != h.shape:
                 problems.add(path, f"pixel data does not match header size {h.shape}")
                 continue
-            out[i] = frame
-    return out
-
-
-def reads_every_file(series_dir: Path, orientation: str, keep_fraction: float) -> bool:
-    """Whether decoding will need most files of the series, judged from its first readable header.
-
-    Then one full read per file is cheapest; otherwise a header pass plus full reads of the kept
-    files is (a reformatted plane needs every slice).
-    """
-    for path in sorted(p for p in series_dir.iterdir() if p.is_file()):
-        try:
-            header = read_file(path)[0][0]
-            perm, _ = axis_map(header, orientation)
-        except DataError:
-            continue
-        return perm[0] != 0 or header.frame is not None or keep_fraction > 0.5
-    return False
+            yield i, frame
 
 
 def load_series(
@@ -221,14 +220,14 @@ def load_series(
     blank_level: float,
     blank_min_fraction: float,
     problems: Problems,
+    read: Reader = Path.read_bytes,
 ) -> Series | None:
     """Order, orient, select, normalise and resize one series; None if nothing usable is left.
 
-    When the series is already acquired in the target plane only the chosen files are decoded;
-    otherwise every slice is needed to reformat the volume.
+    Every header is read; when the series is already acquired in the target plane only the
+    chosen slices are decoded, otherwise every slice is needed to reformat the volume.
     """
-    datasets = {} if reads_every_file(series_dir, orientation, middle_fraction / slice_step) else None
-    headers = series_headers(series_dir, problems, datasets)
+    headers, datasets = series_headers(series_dir, problems, read)
     if not headers:
         problems.add(series_dir, "no readable DICOM slices")
         return None
@@ -238,7 +237,7 @@ def load_series(
         problems.add_error(err)
         return None
     normal = headers[0].normal
-    proj = np.array([np.dot(h.position, normal) for h in headers])
+    proj = np.array([sum(p * n for p, n in zip(h.position, normal)) for h in headers])
     slice_gap = float(np.median(np.diff(proj))) if len(proj) > 1 else headers[0].thickness
     spacing = (slice_gap, *headers[0].spacing)
     origin = np.asarray(headers[0].position)
@@ -253,32 +252,38 @@ def load_series(
     n_target = shape[perm[0]]
     keep = choose_slices(n_target, middle_fraction=middle_fraction, step=slice_step)
     source = n_target - 1 - keep if flips[0] else keep  # indices along the un-flipped source axis
+    in_plane = (spacing[perm[1]], spacing[perm[2]])
+    # Each kept slice is shrunk as soon as it is decoded (area averaging is linear, so
+    # normalising the small stack afterwards gives the same result up to clipping of single hot
+    # pixels): full-size frames are never held together, which would cost memory and page faults.
+    small: dict[int, np.ndarray] = {}
+    fill = np.inf  # the series' minimum, i.e. the background, also for MONOCHROME1 series
     if perm[0] == 0:
-        frames = _decode([headers[i] for i in source], problems, datasets or {})
-        ok = [i for i, f in enumerate(frames) if f is not None]
-        if not ok:
-            return None
-        volume = in_plane_layout(np.stack([frames[i] for i in ok]), perm, flips)
-        z = along[source[ok]] * sign
-        decoded = len(ok)
+        for i, frame in _decoded([headers[k] for k in source], problems, datasets):
+            image = in_plane_layout(frame[None], perm, flips)[0]
+            fill = min(fill, float(image.min()))
+            small[i] = shrink(image, spacing=in_plane, size=img_size)
+        decoded = len(small)
+        z = along[source] * sign
     else:
-        frames = _decode(headers, problems, datasets or {})
-        if all(f is None for f in frames):
-            return None
-        volume = np.stack([f if f is not None else np.zeros(shape[1:], np.float32) for f in frames])
+        volume = np.zeros(shape, np.float32)
+        decoded = 0
+        for i, frame in _decoded(headers, problems, datasets):
+            volume[i] = frame
+            decoded += 1
         volume = in_plane_layout(volume, perm, flips)
+        volume = volume[keep] if not flips[0] else np.flip(volume, 0)[keep]
+        if decoded:
+            fill = float(volume.min())
+            small = {i: shrink(image, spacing=in_plane, size=img_size) for i, image in enumerate(volume)}
         # a reformatted stack (never "native"): positions along the target axis
         step_mm = axis_dirs[perm[0]][lps_axis] * spacing[perm[0]]
-        coord = origin[lps_axis] + np.arange(n_target) * step_mm
-        volume = volume[keep] if not flips[0] else np.flip(volume, 0)[keep]
-        z = coord[source] * sign
-        decoded = sum(f is not None for f in frames)
-
-    # resize first (area averaging is linear), then normalise the small stack: same result up
-    # to clipping of single hot pixels, at a fraction of the cost for large images
-    in_plane = (spacing[perm[1]], spacing[perm[2]])
-    fill = float(volume.min())  # the background, also for inverted (MONOCHROME1) series
-    squares = np.stack([to_square(img, spacing=in_plane, size=img_size, fill=fill) for img in volume])
+        z = (origin[lps_axis] + np.arange(n_target) * step_mm)[source] * sign
+    if not small:
+        return None
+    order = sorted(small)
+    z = z[order]
+    squares = np.stack([pad_square(small[i], size=img_size, fill=fill) for i in order])
     scaled = normalise(squares, percentiles=clip_percentiles)
     if scaled is None:
         problems.add(series_dir, "constant intensity, no usable slices")
@@ -296,7 +301,7 @@ def load_series(
 def load_patient(folder: Path, *, series: list[str], problems: Problems, **settings: object) -> dict[str, np.ndarray]:
     """Arrays ``{name: (n, size, size) uint8, name + "_z": (n,) float32}`` for each series.
 
-    ``settings`` are the keyword arguments of :func:`load_series`. A missing or unusable series
+    ``settings`` are the keyword arguments of :func:`load_series` (``read`` included). A missing or unusable series
     is recorded in ``problems`` and yields empty arrays, so every patient has every key.
     """
     size = int(settings["img_size"])  # type: ignore[call-overload]

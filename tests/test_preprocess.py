@@ -213,19 +213,30 @@ def test_incremental_rerun_converts_only_what_changed(tmp_path, clean_cohort, se
 
     converted = []
     original = preprocess.convert_patient
-    monkeypatch.setattr(preprocess, "convert_patient", lambda task: converted.append(task["entry"]) or original(task))
-    rows, report = preprocess.run(
-        raw_dir=raw,
-        cache_dir=tmp_path / "inc" / "cache",
-        state_file=tmp_path / "inc" / "state.json",
-        series=SERIES,
-        settings=settings,
-        exclude=[],
-        strict=False,
-        workers=1,
-    )
+
+    def recording(task, **kwargs):
+        converted.append(task["entry"])
+        return original(task, **kwargs)
+
+    monkeypatch.setattr(preprocess, "convert_patient", recording)
+    kwargs = {
+        "cache_dir": tmp_path / "inc" / "cache",
+        "state_file": tmp_path / "inc" / "state.json",
+        "series": SERIES,
+        "settings": settings,
+        "exclude": [],
+        "strict": False,
+        "workers": 1,
+    }
+    rows, report = preprocess.run(raw_dir=raw, **kwargs)
     assert sorted(converted) == sorted(["train/00990", "train/00991", f"train/{train[2]}"])
     assert not (tmp_path / "inc" / "cache" / "train" / f"{train[3]}.npz").exists()
+    # unchanged, and unchanged content without the stat cache (a fresh clone): nothing converted
+    converted.clear()
+    preprocess.run(raw_dir=raw, **kwargs)
+    (tmp_path / "inc" / "state.json").unlink()
+    preprocess.run(raw_dir=raw, **kwargs)
+    assert converted == []
     monkeypatch.undo()
     fresh_rows, fresh_report = run(raw, tmp_path / "fresh", settings)
     assert tree_digest(tmp_path / "inc" / "cache") == tree_digest(tmp_path / "fresh" / "cache")
@@ -238,3 +249,17 @@ def test_discover_matches_labels_and_folders(clean_cohort):
     train = [p for p in patients if p.split == "train"]
     assert "00109" not in {p.pid for p in train} and len(train) == 11
     assert all(p.label in (0, 1) for p in train) and problems.items == []
+
+
+def test_read_with_stat_returns_whole_content_and_its_stat(tmp_path, monkeypatch):
+    from stages import io
+
+    path = tmp_path / "f.bin"
+    payload = bytes(range(256)) * 1000
+    path.write_bytes(payload)
+    st, data = io.read_with_stat(path)
+    assert data == payload and st.st_size == len(payload) and st.st_mtime_ns == path.stat().st_mtime_ns
+    # short reads (allowed by POSIX) are completed
+    real_read = os.read
+    monkeypatch.setattr(io.os, "read", lambda fd, n: real_read(fd, min(n, 1000)))
+    assert io.read_with_stat(path)[1] == payload
