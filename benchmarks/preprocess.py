@@ -188,6 +188,7 @@ def main() -> None:
     parser.add_argument("--selection", default="every slice")
     parser.add_argument("--incremental", action="store_true")
     parser.add_argument("--growth-base", type=int, default=100, help="patients before the 5%% growth")
+    parser.add_argument("--speed-only", action="store_true", help="skip the memory and incremental figures")
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.cohort, args.out, args.selection, args.workers)))
@@ -197,8 +198,10 @@ def main() -> None:
         return
 
     n = args.patients
-    big = make_cohort(args.work / f"cohort_{2 * n}", patients=2 * n, image_size=args.image_size, slices=args.slices)
-    small = subset(big, args.work / f"cohort_{n}", n)
+    tag = f"{args.image_size}px_{args.slices}sl"  # cohorts of other shapes live side by side
+    shape = {"image_size": args.image_size, "slices": args.slices}
+    big = make_cohort(args.work / f"cohort_{tag}_{2 * n}", patients=2 * n, **shape)
+    small = subset(big, args.work / f"cohort_{tag}_{n}", n)
     cores, python = len(os.sched_getaffinity(0)), sys.version.split()[0]
     print(
         f"machine: {cores} cores, Python {python}; cohort: {n} patients x 4 series x "
@@ -221,6 +224,8 @@ def main() -> None:
             f"  ours vs naive: {res['naive']['seconds'] / res['ours']['seconds']:.2f}x faster; "
             f"ours vs one-process decode floor: {res['floor']['seconds'] / res['ours']['seconds']:.2f}x"
         )
+    if args.speed_only:
+        return
     one = child("ours", small, args.work / "ours", "middle half", args.workers)
     two = child("ours", big, args.work / "ours", "middle half", args.workers)
     print(
@@ -228,7 +233,7 @@ def main() -> None:
         f"({two['rss_mb'] / one['rss_mb']:.2f}x)"
     )
     total = args.growth_base * 21 // 20  # the base cohort plus 5%
-    grown = make_cohort(args.work / f"cohort_{total}", patients=total, image_size=args.image_size, slices=args.slices)
+    grown = make_cohort(args.work / f"cohort_{tag}_{total}", patients=total, **shape)
     cmd = ["--incremental", "--cohort", str(grown), "--out", str(args.work), "--workers", str(args.workers)]
     subprocess.run([sys.executable, __file__, *cmd, "--growth-base", str(args.growth_base)], check=True)
 
