@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-from stages.dicom import DataError, decode_pixels, read_headers
+from stages.dicom import DataError, decode_pixels, read_file, read_headers
 from stages.volume import Problems, load_series
 
 MR_SMALL = [
@@ -191,3 +191,31 @@ def test_fuzzed_files_fail_only_with_data_errors(tmp_path, tiny_cohort):
             assert "\n" not in str(err) and str(path) in str(err)
             outcomes["error"] += 1
     assert outcomes["ok"] > 0 and outcomes["error"] > 100
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_RLE.dcm", "emri_small.dcm"])
+def test_parsed_file_keeps_no_bytes_and_reads_its_pixels_when_decoded(tmp_path, name):
+    path = tmp_path / name
+    shutil.copy(scanner_file(name), path)
+    reads = []
+    headers, ds = read_file(path, read=lambda p: reads.append(p) or p.read_bytes())
+    assert reads == [path] and ds.buffer is None and ds.filename == str(path) and headers
+    np.testing.assert_array_equal(decode_pixels(path, ds), decode_pixels(scanner_file(name)))
+
+
+def test_deferred_pixel_data_are_read_from_the_file():
+    # emri_small's 80 KB of pixel data exceed DEFER_BYTES (MR_small's 8 KB are read inline)
+    path = Path(get_testdata_file("emri_small.dcm"))
+    _, ds = read_file(path)
+    assert ds.get_item(0x7FE00010, keep_deferred=True).value is None
+    assert decode_pixels(path, ds).shape == (10, 64, 64)
+
+
+def test_file_gone_after_parsing_is_a_data_error(tmp_path):
+    path = tmp_path / "emri_small.dcm"
+    shutil.copy(scanner_file("emri_small.dcm"), path)
+    _, ds = read_file(path)
+    path.unlink()
+    with pytest.raises(DataError, match="emri_small.dcm"):
+        decode_pixels(path, ds)
+
