@@ -148,9 +148,9 @@ def series_headers(
 ) -> tuple[list[SliceHeader], dict[Path, pydicom.Dataset]]:
     """Readable, mutually consistent frame headers ordered along the slice normal.
 
-    Also returns each file's dataset, whose pixel data is parsed only when decoded, so every
-    file is read and parsed once however many of its slices are kept. The datasets hold the
-    series' file contents: memory grows with the largest series, not with the cohort.
+    Also returns each file's parsed dataset, whose pixel data (when larger than
+    ``dicom.DEFER_BYTES``) stay in the file until decoded: every file is read and parsed once,
+    and memory holds one series' headers, not its pixels.
     """
     headers: list[SliceHeader] = []
     datasets: dict[Path, pydicom.Dataset] = {}
@@ -186,7 +186,7 @@ def series_headers(
 def _decoded(
     headers: list[SliceHeader], problems: Problems, datasets: dict[Path, pydicom.Dataset]
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(index, frame)`` for each frame of ``headers`` that decodes (each file read once).
+    """``(index, frame)`` for each frame of ``headers`` that decodes (each file decoded once).
 
     Decoded files leave ``datasets``, so their pixel data is not held twice; yielding frame by
     frame lets the caller shrink each one before the next is decoded.
