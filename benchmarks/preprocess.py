@@ -141,6 +141,7 @@ def child(kind: str, cohort: Path, out: Path, selection: str, workers: int) -> d
         str(workers),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    os.sync()  # write back this run's output now, not during the next measurement
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -208,11 +209,12 @@ def main() -> None:
         f"{args.slices} slices of {args.image_size}x{args.image_size} ({n * 4 * args.slices} files)"
     )
     for selection in SELECTIONS:
-        # interleaved repeats, so a slow spell of the machine hits every kind alike
-        runs: dict[str, list[dict]] = {k: [] for k in ("naive", "floor", "ours")}
-        for _ in range(args.repeats):
-            for k, r in runs.items():
-                r.append(child(k, small, args.work / k, selection, args.workers))
+        # interleaved repeats in rotating order, so a slow spell of the machine hits every kind alike
+        kinds = ["naive", "floor", "ours"]
+        runs: dict[str, list[dict]] = {k: [] for k in kinds}
+        for rep in range(args.repeats):
+            for k in kinds[rep % 3 :] + kinds[: rep % 3]:
+                runs[k].append(child(k, small, args.work / k, selection, args.workers))
         res = {k: median_run(r) for k, r in runs.items()}
         print(f"\n[{selection}] median of {args.repeats} runs")
         for k, r in res.items():
@@ -224,6 +226,10 @@ def main() -> None:
             f"  ours vs naive: {res['naive']['seconds'] / res['ours']['seconds']:.2f}x faster; "
             f"ours vs one-process decode floor: {res['floor']['seconds'] / res['ours']['seconds']:.2f}x"
         )
+        best = {k: min(x["seconds"] for x in r) for k, r in runs.items()}
+        spread = "; ".join(f"{k} " + " ".join(f"{x['seconds']:.2f}" for x in r) for k, r in runs.items())
+        print(f"  all runs (s): {spread}")
+        print(f"  best runs: ours vs naive {best['naive'] / best['ours']:.2f}x (noise only ever adds time)")
     if args.speed_only:
         return
     one = child("ours", small, args.work / "ours", "middle half", args.workers)

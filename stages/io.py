@@ -36,6 +36,21 @@ def read_with_stat(path: Path | str) -> tuple[os.stat_result, bytes]:
     return st, data
 
 
+def read_range(path: Path | str, offset: int, length: int) -> bytes:
+    """Up to ``length`` bytes of a file from ``offset`` (fewer at its end), with ``os.pread``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, offset)
+        while 0 < len(data) < length:  # a short read is allowed, if rare for regular files
+            chunk = os.pread(fd, length - len(data), offset + len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return data
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
@@ -50,9 +65,9 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         raise
 
 
-def write_json(path: Path | str, obj: Any) -> None:
-    """Write ``obj`` as stable, sorted, indented JSON."""
-    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+def write_json(path: Path | str, obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as stable, sorted JSON (indented unless ``indent`` is None)."""
+    text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=False) + "\n"
     atomic_write_bytes(path, text.encode())
 
 

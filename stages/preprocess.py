@@ -200,7 +200,7 @@ def run(
                 pool.terminate()
             gc.unfreeze()
     elapsed = time.perf_counter() - start
-    write_json(state_file, new_state)
+    write_json(state_file, new_state, indent=None)  # internal, and large for a real cohort
     write_json(manifest_path, dict(sorted(manifest.items())))
 
     oracle = cohort.read_oracle(raw_dir)

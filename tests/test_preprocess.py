@@ -263,3 +263,16 @@ def test_read_with_stat_returns_whole_content_and_its_stat(tmp_path, monkeypatch
     real_read = os.read
     monkeypatch.setattr(io.os, "read", lambda fd, n: real_read(fd, min(n, 1000)))
     assert io.read_with_stat(path)[1] == payload
+
+
+def test_read_range_reads_exactly_the_range(tmp_path, monkeypatch):
+    from stages import io
+
+    path = tmp_path / "f.bin"
+    payload = bytes(range(256)) * 1000
+    path.write_bytes(payload)
+    assert io.read_range(path, 1000, 5000) == payload[1000:6000]
+    assert io.read_range(path, len(payload) - 10, 100) == payload[-10:]  # fewer at the end
+    real_pread = os.pread
+    monkeypatch.setattr(io.os, "pread", lambda fd, n, off: real_pread(fd, min(n, 700), off))
+    assert io.read_range(path, 1000, 5000) == payload[1000:6000]
