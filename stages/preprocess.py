@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -155,13 +156,16 @@ def run(
     state = read_json(state_file) if state_file.exists() else {}
     digest = config_digest(series=series, settings=settings)
 
-    tasks, entries = [], {}
-    for p in patients:
-        entry = f"{p.split}/{p.pid}"
-        entries[entry] = p
-        files = patient_files(p.folder)
-        tasks.append(
-            {
+    entries = {f"{p.split}/{p.pid}": p for p in patients}
+    for stale in sorted(set(manifest) - set(entries)):
+        (cache_dir / f"{stale}.npz").unlink(missing_ok=True)
+        del manifest[stale]
+
+    def tasks() -> Iterator[dict]:
+        # a generator: the pool's feeder thread lists each patient's files while workers convert
+        for entry, p in entries.items():
+            files = patient_files(p.folder)
+            yield {
                 "entry": entry,
                 "old": manifest.get(entry, {}),
                 "folder": str(p.folder) if p.folder else None,
@@ -174,27 +178,24 @@ def run(
                 "strict": strict,
                 "root": raw_dir,
             }
-        )
-    for stale in sorted(set(manifest) - set(entries)):
-        (cache_dir / f"{stale}.npz").unlink(missing_ok=True)
-        del manifest[stale]
 
     start = time.perf_counter()
-    total_files = sum(len(t["files"]) for t in tasks)
-    n_workers = min(worker_count(workers), max(1, len(tasks)))
-    converted, new_state = 0, {}
+    n_workers = min(worker_count(workers), max(1, len(entries)))
+    converted, total_files, new_state = 0, 0, {}
     # Long-lived objects (pydicom's data dictionary and the like) leave the garbage collector's
     # scans: the many small objects of parsed headers trigger collections that would otherwise
     # traverse them all, and forked workers would copy the pages those scans touch.
     gc.freeze()
-    with tqdm(total=total_files, unit="file", desc="preprocess", file=sys.stderr, disable=None) as bar:
+    with tqdm(total=len(entries), unit="patient", desc="preprocess", file=sys.stderr, disable=None) as bar:
         pool = mp.get_context("fork").Pool(n_workers) if n_workers > 1 else None
         try:
-            for res in pool.imap(update_patient, tasks) if pool else map(update_patient, tasks):
+            for res in pool.imap(update_patient, tasks()) if pool else map(update_patient, tasks()):
                 manifest[res["entry"]] = res["record"]
                 new_state.update(res["state"])  # files that disappeared drop out
                 converted += res["converted"]
-                bar.update(res["files"])
+                total_files += res["files"]
+                bar.set_postfix_str(f"{total_files / (time.perf_counter() - start):.0f} files/s", refresh=False)
+                bar.update()
         finally:
             if pool is not None:
                 pool.terminate()
