@@ -142,6 +142,7 @@ def child(kind: str, cohort: Path, out: Path, selection: str, workers: int) -> d
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     os.sync()  # write back this run's output now, not during the next measurement
+    time.sleep(1.0)  # and let the kernel's background work settle
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-from stages.dicom import DataError, decode_pixels, read_file, read_headers
+from stages.dicom import DEFER_BYTES, DataError, dataset_from_bytes, decode_pixels, read_file, read_headers
 from stages.volume import Problems, load_series
 
 MR_SMALL = [
@@ -219,3 +219,28 @@ def test_file_gone_after_parsing_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="emri_small.dcm"):
         decode_pixels(path, ds)
 
+
+@pytest.mark.parametrize(
+    ("name", "fast"),
+    [
+        ("MR_small.dcm", True),
+        ("MR_small_implicit.dcm", True),
+        ("emri_small.dcm", True),
+        ("MR-SIEMENS-DICOM-WithOverlays.dcm", True),
+        ("rtdose.dcm", True),
+        ("MR_small_bigendian.dcm", False),
+        ("MR_small_RLE.dcm", False),
+        ("meta_missing_tsyntax.dcm", False),
+        ("MR_truncated.dcm", True),
+    ],
+)
+def test_parsing_from_bytes_equals_dcmread(name, fast):
+    data = scanner_file(name).read_bytes()
+    ds = dataset_from_bytes(data)
+    reference = pydicom.dcmread(scanner_file(name), defer_size=DEFER_BYTES)
+    assert (not isinstance(ds, pydicom.FileDataset)) == fast  # the direct readers, not dcmread
+    assert sorted(ds.keys()) == sorted(reference.keys())
+    assert ds.file_meta.get("TransferSyntaxUID") == reference.file_meta.get("TransferSyntaxUID")
+    for tag in sorted(ds.keys()):
+        if ds.get_item(tag, keep_deferred=True).value is not None:  # deferred pixel data differ in form only
+            assert ds[tag].value == reference[tag].value, tag
