@@ -1,11 +1,12 @@
 """Benchmark: training throughput from the streamed cache against in-memory ``model.fit``.
 
-    python benchmarks/train_input.py [--patients 1500] [--slices 20] [--img-size 32]
+    python benchmarks/train_input.py [--patients 1500] [--slices 20] [--img-size 32] [--repeats 3]
 
 Writes a cache of synthetic patients in the preprocess stage's format, then trains the seed
 CNN for a few epochs (a) from ``stages.data.patient_dataset`` (patients streamed from disk,
 bounded shuffle buffer) and (b) from the same samples already in memory as NumPy arrays, and
-prints samples/s of the epochs after the first (which includes tracing).
+prints samples/s of the epochs after the first (which includes tracing): the median of
+``--repeats`` alternating runs of each, as this machine's speed drifts from minute to minute.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "train_cache")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -75,20 +77,23 @@ def main() -> None:
     ds = patient_dataset(
         paths, labels, load=load, spec=spec, n_samples=n, batch_size=args.batch, shuffle_buffer=4096, seed=0
     )
-    streamed = throughput({"x": ds, "img_size": args.img_size}, n, args.epochs, 0)
     x = np.concatenate([load(p) for p in paths])
     y = np.zeros((n, 2), np.float32)
     y[np.arange(n), np.repeat(labels, args.slices)] = 1.0
-    in_memory = throughput(
-        {"x": x, "y": y, "batch_size": args.batch, "shuffle": True, "img_size": args.img_size}, n, args.epochs, 0
-    )
+    runs: dict[str, list[float]] = {"streamed": [], "in_memory": []}
+    for _ in range(args.repeats):
+        runs["streamed"].append(throughput({"x": ds, "img_size": args.img_size}, n, args.epochs, 0))
+        fit = {"x": x, "y": y, "batch_size": args.batch, "shuffle": True, "img_size": args.img_size}
+        runs["in_memory"].append(throughput(fit, n, args.epochs, 0))
+    streamed, in_memory = (float(np.median(runs[k])) for k in ("streamed", "in_memory"))
     print(
         f"{n} samples of {args.img_size}x{args.img_size}, batch {args.batch}, seed CNN, "
         f"{len(tf.config.list_physical_devices('CPU'))} CPU device(s)"
     )
     print(f"  streamed from cache : {streamed:9.0f} samples/s")
     print(f"  in-memory model.fit : {in_memory:9.0f} samples/s")
-    print(f"  ratio               : {streamed / in_memory:.2f}x")
+    print(f"  ratio               : {streamed / in_memory:.2f}x (medians of {args.repeats} alternating runs)")
+    print("  all runs (samples/s): " + "; ".join(f"{k} " + " ".join(f"{v:.0f}" for v in r) for k, r in runs.items()))
 
 
 if __name__ == "__main__":
