@@ -178,12 +178,12 @@ def data_errors(path: Path, what: str) -> DataErrorGuard:
 
 
 def read_dataset(path: Path, read: Reader = Path.read_bytes) -> pydicom.Dataset:
-    """``dcmread`` one file from its bytes, got with ``read``; pixel data is read when first used.
+    """One file's dataset, parsed from its bytes (got with ``read``) by :func:`dataset_from_bytes`.
 
-    The file is read with one system call and parsed from memory (a quarter cheaper than
-    parsing from a file object), and the bytes are then let go: the deferred pixel data is read
-    from the file again only for the slices kept. Holding every file of a series instead costs
-    memory, and page faults that outweigh the second read. Failures become DataErrors.
+    Parsing from memory is a quarter cheaper than from a file object. The bytes are then let go:
+    deferred pixel data are read from the file again, for the slices kept only; holding every
+    file of a series instead costs memory, and page faults that outweigh the second read.
+    Failures become DataErrors.
     """
     with data_errors(path, "") as guard:
         return _parse(path, read, guard)
