@@ -19,35 +19,33 @@ import numpy as np
 def read_with_stat(path: Path | str) -> tuple[os.stat_result, bytes]:
     """A file's stat and whole content (as of the stat), read through one descriptor.
 
-    Plain ``os.read`` calls: Python's buffered file objects cost a quarter of the time of
-    reading a small file.
+    Plain ``os`` calls: Python's buffered file objects cost a quarter of the time of reading a
+    small file.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
-        data = os.read(fd, st.st_size)
-        while len(data) < st.st_size:  # a short read is allowed, if rare for regular files
-            chunk = os.read(fd, st.st_size - len(data))
-            if not chunk:
-                break
-            data += chunk
+        return st, _pread_all(fd, st.st_size, 0)
     finally:
         os.close(fd)
-    return st, data
 
 
 def read_range(path: Path | str, offset: int, length: int) -> bytes:
     """Up to ``length`` bytes of a file from ``offset`` (fewer at its end), with ``os.pread``."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        data = os.pread(fd, length, offset)
-        while 0 < len(data) < length:  # a short read is allowed, if rare for regular files
-            chunk = os.pread(fd, length - len(data), offset + len(data))
-            if not chunk:
-                break
-            data += chunk
+        return _pread_all(fd, length, offset)
     finally:
         os.close(fd)
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    while 0 < len(data) < length:  # a short read is allowed, if rare for regular files
+        chunk = os.pread(fd, length - len(data), offset + len(data))
+        if not chunk:
+            break
+        data += chunk
     return data
 
 

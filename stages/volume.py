@@ -117,11 +117,6 @@ def pad_square(image: np.ndarray, *, size: int, fill: float) -> np.ndarray:
     return out
 
 
-def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int, fill: float = 0.0) -> np.ndarray:
-    """Resize keeping the physical aspect ratio, then pad with ``fill`` to ``size`` x ``size``."""
-    return pad_square(shrink(image, spacing=spacing, size=size), size=size, fill=fill)
-
-
 def normalise(volume: np.ndarray, *, percentiles: tuple[float, float]) -> np.ndarray | None:
     """Clip to the series' percentile range and scale to [0, 1]; None for a constant series.
 

@@ -17,7 +17,7 @@ import yaml
 from stages import preprocess
 from stages.cohort import discover, normalise_id
 from stages.dicom import DataError
-from stages.volume import Problems, choose_slices, is_blank, normalise, to_square
+from stages.volume import Problems, choose_slices, is_blank, normalise, pad_square, shrink
 from tests.conftest import IDENTIFYING, PREPROCESS, tree_digest
 
 SERIES = ["FLAIR", "T1w", "T1wCE", "T2w"]
@@ -74,7 +74,11 @@ def test_choose_slices_takes_the_middle_every_kth():
     assert choose_slices(0, middle_fraction=0.5, step=3).tolist() == []
 
 
-def test_to_square_pads_without_stretching():
+def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int) -> np.ndarray:
+    return pad_square(shrink(image, spacing=spacing, size=size), size=size, fill=0.0)
+
+
+def test_shrink_and_pad_square_keep_the_aspect_without_stretching():
     img = np.ones((10, 20), np.float32)
     out = to_square(img, spacing=(1.0, 1.0), size=20)
     assert out.shape == (20, 20)
@@ -260,8 +264,8 @@ def test_read_with_stat_returns_whole_content_and_its_stat(tmp_path, monkeypatch
     st, data = io.read_with_stat(path)
     assert data == payload and st.st_size == len(payload) and st.st_mtime_ns == path.stat().st_mtime_ns
     # short reads (allowed by POSIX) are completed
-    real_read = os.read
-    monkeypatch.setattr(io.os, "read", lambda fd, n: real_read(fd, min(n, 1000)))
+    real_pread = os.pread
+    monkeypatch.setattr(io.os, "pread", lambda fd, n, off: real_pread(fd, min(n, 1000), off))
     assert io.read_with_stat(path)[1] == payload
 
 
