@@ -1,28 +1,36 @@
-"""Benchmark of the preprocess stage against a naive loop and the decode floor.
+"""Preprocessing speed at equal work against real peers, and the read floor.
 
-    python benchmarks/preprocess.py [--patients 24] [--image-size 256] [--slices 32] [--repeats 3]
+    python benchmarks/preprocess.py [--cohort demo|realsize|both] [--repeats 3]
+    pip install -r benchmarks/requirements.txt   # SimpleITK, for the peer
 
-Generates a demo cohort (plain axial series, so only the chosen slices need decoding), then
-measures, each in a fresh child process so peak RSS is its own:
+Cohorts (written once into benchmarks/out/, by the project's own generator):
 
-* ``ours``: ``stages.preprocess.run`` (one read and header parse per file, decode of the kept
-  slices only, content hashes for the incremental cache, process pool);
-* ``naive``: one process, ``dcmread`` + ``pixel_array`` of every file, ``cv2.resize``, one
-  ``np.save`` per slice (the seed notebook's loop);
-* ``floor``: one process, ``dcmread`` + ``pixel_array`` of exactly the files ``ours`` keeps;
+* ``demo``: the default demo cohort (120+30 patients, 48x48, 16 slices per series, mixed planes,
+  compressed series and broken files);
+* ``realsize``: 9 training patients at the challenge's scale (512x512, 150 slices per series,
+  about 300 MB each), same quirks (a third or more of the series sagittal or coronal, some RLE or
+  JPEG-LS compressed, the organisers' three faulty patients).
 
-for three slice selections (every slice; the middle half; the default, every third slice of the
-middle half), the peak RSS of ``ours`` on the cohort and on one twice its size, and an incremental
-rerun after adding 5% new patients. Speed figures are the median of ``--repeats`` interleaved runs
-(this machine's timings vary by tens of percent from minute to minute).
+Every figure is a fresh child process (its own peak RSS) that does the same work: every series
+of every patient to the default settings' kept slices (middle half, every 3rd, axial, 32x32):
+
+* ``floor``: read every byte of every file, nothing else (the page-cache read floor);
+* ``seed-like``: a seed-notebook loop doing our work: ``dcmread`` of every file, ``pixel_array`` of
+  exactly the frames our plan decodes, reformatting where the plane differs, ``cv2.resize`` of the
+  kept slices, one ``np.save`` each (the plan is made outside the timed region);
+* ``simpleitk``: the peer a top challenge solution used: ``ImageSeriesReader`` and ``DICOMOrient``
+  per series (which decode every frame), then the kept slices resized and saved; one thread;
+* ``ours plain, 1 worker``: ``preprocess.run`` with the plain pydicom reader;
+* ``ours, 1 worker`` / ``ours, 2 workers``: ``preprocess.run`` as the stage runs it, from an empty
+  cache (so including the content hashing of the incremental cache, which no peer does).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,248 +39,251 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-SERIES = ["FLAIR", "T1w", "T1wCE", "T2w"]
-SELECTIONS = {
-    "every slice": {"middle_fraction": 1.0, "slice_step": 1},
-    "middle half": {"middle_fraction": 0.5, "slice_step": 1},
-    "default (middle half, every 3rd)": {"middle_fraction": 0.5, "slice_step": 3},
+OUT = ROOT / "benchmarks" / "out"
+COHORTS = {
+    "demo": {"n_train": 120, "n_test": 30, "seed": 2021, "image_size": 48, "slices": 16},
+    "realsize": {"n_train": 9, "n_test": 0, "seed": 2021, "image_size": 512, "slices": 150},
 }
+KINDS = ("floor", "seed-like", "simpleitk", "ours plain, 1 worker", "ours, 1 worker", "ours, 2 workers")
+SIZE = 32
 
 
-def settings(selection: str) -> dict:
-    from stages.volume import settings_from_params
+def settings():  # noqa: ANN201
+    from stages.cache import PreprocessSettings
+    from stages.intensity import Normalisation
 
-    base = {
-        "orientation": "axial",
-        "img_size": 32,
-        "clip_percentiles": [0.5, 99.5],
-        "blank_level": 0.1,
-        "blank_min_fraction": 0.0,
-    }
-    return settings_from_params({**base, **SELECTIONS[selection]})
-
-
-def peak_rss_mb(workers: int = 0) -> float:
-    """Peak RSS of this process plus ``workers`` times its largest child's, in MB.
-
-    ``VmHWM`` is this process's own high-water mark (``ru_maxrss`` would also carry the
-    launcher's, which Linux keeps across exec); pool workers are counted as a worst case.
-    """
-    own = next(
-        int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")
+    return PreprocessSettings(
+        series=("FLAIR", "T1w", "T1wCE", "T2w"),
+        orientation="axial",
+        middle_fraction=0.5,
+        slice_step=3,
+        img_size=SIZE,
+        normalisation=Normalisation("reference", ceiling=3.0),
+        blank_level=0.1,
+        blank_min_fraction=0.02,
     )
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if workers else 0
-    return (own + workers * child) / 1024
 
 
-def dicom_files(root: Path) -> list[Path]:
-    """Every ``.dcm`` under ``root``, following the symlinked patient folders of a subset."""
-    return sorted(Path(d) / f for d, _, names in os.walk(root, followlinks=True) for f in names if f.endswith(".dcm"))
-
-
-def measure(kind: str, cohort: Path, out: Path, selection: str, workers: int) -> dict:
-    """Run one measurement in this process and return files, seconds and peak RSS."""
-    import cv2
-    import numpy as np
-    import pydicom
-
-    from stages import preprocess
-    from stages.volume import Problems, axis_map, choose_slices, series_headers
-
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    files = dicom_files(cohort)
-    if kind == "ours":
-        from stages.config import worker_count
-
-        start = time.perf_counter()
-        preprocess.run(
-            raw_dir=cohort,
-            cache_dir=out / "cache",
-            state_file=out / "state.json",
-            series=SERIES,
-            settings=settings(selection),
-            exclude=[],
-            strict=False,
-            workers=workers,
-        )
-        seconds = time.perf_counter() - start
-        return {"files": len(files), "seconds": seconds, "rss_mb": peak_rss_mb(worker_count(workers))}
-    if kind == "naive":
-        start = time.perf_counter()
-        for i, path in enumerate(files):
-            img = pydicom.dcmread(path).pixel_array.astype(np.float32)
-            np.save(out / f"{i}.npy", cv2.resize(img / max(img.max(), 1), (32, 32)))
-        return {"files": len(files), "seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb()}
-    # floor: the files our plan decodes, found outside the timed region
-    s = settings(selection)
-    kept = []
-    for series_dir in sorted(p for p in cohort.glob("*/*/*") if p.is_dir()):
-        headers, _ = series_headers(series_dir, Problems())
-        perm, flips = axis_map(headers[0], s["orientation"])
-        idx = choose_slices(len(headers), middle_fraction=s["middle_fraction"], step=s["slice_step"])
-        kept += [headers[len(headers) - 1 - i if flips[0] else i].path for i in idx]
-    start = time.perf_counter()
-    for path in kept:
-        pydicom.dcmread(path).pixel_array  # noqa: B018
-    return {"files": len(kept), "seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb()}
-
-
-def median_run(runs: list[dict]) -> dict:
-    """The run with the median time."""
-    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-
-
-def child(kind: str, cohort: Path, out: Path, selection: str, workers: int) -> dict:
-    """Run :func:`measure` in a fresh interpreter."""
-    cmd = [
-        sys.executable,
-        __file__,
-        "--measure",
-        kind,
-        "--cohort",
-        str(cohort),
-        "--out",
-        str(out),
-        "--selection",
-        selection,
-        "--workers",
-        str(workers),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    os.sync()  # write back this run's output now, not during the next measurement
-    time.sleep(1.0)  # and let the kernel's background work settle
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def make_cohort(root: Path, *, patients: int, image_size: int, slices: int) -> Path:
-    """Write (once) a plain axial demo cohort, in a child process so this launcher stays small."""
+def cohort(name: str) -> Path:
+    """The cohort's folder, generated on first use."""
+    root = OUT / f"cohort_{name}"
     if not (root / "train_labels.csv").exists():
-        code = (
-            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-            "from stages.demo import build_cohort; "
-            "build_cohort(out_dir=Path(sys.argv[2]), n_train=int(sys.argv[3]), n_test=0, seed=11, "
-            "image_size=int(sys.argv[4]), slices=int(sys.argv[5]), signal_strength=1.0, prevalence=0.5, "
-            "quirks=False)"
-        )
-        subprocess.run(
-            [sys.executable, "-c", code, str(ROOT), str(root), str(patients), str(image_size), str(slices)],
-            check=True,
-            capture_output=True,
-        )
+        from stages.demo import build_cohort
+
+        print(f"writing the {name} cohort to {root} (once) ...", flush=True)
+        build_cohort(out_dir=root, signal_strength=1.2, prevalence=0.525, quirks=True, **COHORTS[name])
     return root
 
 
-def subset(src: Path, dst: Path, n: int) -> Path:
-    """A cohort of the first ``n`` training patients of ``src`` (symlinked folders)."""
-    shutil.rmtree(dst, ignore_errors=True)
-    (dst / "train").mkdir(parents=True)
-    ids = sorted(p.name for p in (src / "train").iterdir())[:n]
-    for pid in ids:
-        os.symlink((src / "train" / pid).resolve(), dst / "train" / pid)
-    lines = (src / "train_labels.csv").read_text().splitlines()
-    (dst / "train_labels.csv").write_text("\n".join([lines[0]] + [x for x in lines[1:] if x[:5] in ids]) + "\n")
-    return dst
+def series_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*/*/*") if p.is_dir())
+
+
+def all_files(root: Path) -> list[Path]:
+    return sorted(Path(d) / f for d, _, names in os.walk(root) for f in names if f.endswith(".dcm"))
+
+
+def peak_rss_mb() -> float:
+    own = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    import resource
+
+    return (own + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+
+
+def plans(root: Path) -> dict[Path, object]:
+    """Our slice plan of every series (made outside the timed regions of the peers)."""
+    from stages.dicom import PlainReader
+    from stages.errors import DataError, Problems
+    from stages.planner import plan_series
+    from stages.volume import series_headers
+
+    s, out = settings(), {}
+    for d in series_dirs(root):
+        headers, _ = series_headers(d, reader=PlainReader(), problems=Problems())
+        if headers:
+            with contextlib.suppress(DataError):  # an oblique series: skipped by everyone
+                out[d] = plan_series(
+                    headers, orientation="axial", middle_fraction=s.middle_fraction, slice_step=s.slice_step
+                )
+    return out
+
+
+def save_kept(volume, plan, out: Path, stem: str) -> int:  # noqa: ANN001 - numpy arrays
+    """Resize the kept target slices of a target-layout volume and save one .npy each."""
+    import cv2
+    import numpy as np
+
+    for k in plan.keep:
+        img = volume[k].astype(np.float32)
+        np.save(
+            out / f"{stem}_{k}.npy",
+            cv2.resize(img / max(float(img.max()), 1.0), (SIZE, SIZE), interpolation=cv2.INTER_AREA),
+        )
+    return len(plan.keep)
+
+
+def seed_like(root: Path, out: Path) -> dict:
+    import numpy as np
+    import pydicom
+
+    from stages.volume import in_plane_layout
+
+    todo = plans(root)
+    start = time.perf_counter()
+    for i, d in enumerate(series_dirs(root)):
+        datasets = {}
+        for path in sorted(d.iterdir()):
+            try:
+                datasets[path] = pydicom.dcmread(path)
+            except Exception:  # noqa: BLE001 - broken files are skipped, as ours does
+                continue
+        plan = todo.get(d)
+        if plan is None:
+            continue
+        try:
+            frames = [datasets[plan.headers[j].path].pixel_array.astype(np.float32) for j in plan.decode]
+        except Exception:  # noqa: BLE001
+            continue
+        if plan.reformats:
+            volume = in_plane_layout(np.stack(frames), plan.perm, plan.flips)
+            volume = np.flip(volume, 0) if plan.flips[0] else volume
+        else:
+            volume = {
+                k: in_plane_layout(f[None], plan.perm, plan.flips)[0] for k, f in zip(range(len(plan.keep)), frames)
+            }
+            plan = plan.__class__(**{**plan.__dict__, "keep": tuple(range(len(plan.keep)))})
+        save_kept(volume, plan, out, f"s{i}")
+    return {"seconds": time.perf_counter() - start}
+
+
+def simpleitk(root: Path, out: Path) -> dict:
+    import numpy as np
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    todo = plans(root)
+    start = time.perf_counter()
+    for i, d in enumerate(series_dirs(root)):
+        reader = sitk.ImageSeriesReader()
+        try:
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(d)))
+            image = sitk.DICOMOrient(reader.Execute(), "LPS")  # array [z, y, x]: our axial layout
+        except RuntimeError:  # unreadable series: skipped
+            continue
+        plan = todo.get(d)
+        if plan is not None:
+            volume = sitk.GetArrayViewFromImage(image)
+            plan = plan.__class__(**{**plan.__dict__, "keep": tuple(k for k in plan.keep if k < len(volume))})
+            save_kept(np.asarray(volume), plan, out, f"s{i}")
+    return {"seconds": time.perf_counter() - start}
+
+
+def floor(root: Path, out: Path) -> dict:
+    from stages.io import read_whole
+
+    files = all_files(root)
+    start = time.perf_counter()
+    total = sum(len(read_whole(f)) for f in files)
+    return {"seconds": time.perf_counter() - start, "bytes": total}
+
+
+def ours(root: Path, out: Path, *, workers: int, reader: str) -> dict:
+    from stages import preprocess
+
+    start = time.perf_counter()
+    preprocess.run(
+        raw_dir=root,
+        cache_dir=out / "cache",
+        state_db=out / "state.sqlite",
+        settings=settings(),
+        workers=workers,
+        reader=reader,
+    )
+    return {"seconds": time.perf_counter() - start}
+
+
+def measure(kind: str, root: Path, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    run = {
+        "floor": floor,
+        "seed-like": seed_like,
+        "simpleitk": simpleitk,
+        "ours plain, 1 worker": lambda r, o: ours(r, o, workers=1, reader="plain"),
+        "ours, 1 worker": lambda r, o: ours(r, o, workers=1, reader="fast"),
+        "ours, 2 workers": lambda r, o: ours(r, o, workers=2, reader="fast"),
+    }[kind](root, out)
+    return {**run, "rss_mb": peak_rss_mb()}
+
+
+def child(kind: str, root: Path) -> dict:
+    cmd = [sys.executable, __file__, "--measure", kind, "--root", str(root)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{kind} failed:\n{proc.stderr[-2000:]}")
+    os.sync()
+    time.sleep(1.0)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def describe(root: Path) -> str:
+    """Files, size, planes and encodings of a cohort."""
+    import pydicom
+
+    files = all_files(root)
+    planes, encoded = {}, 0
+    for d in series_dirs(root):
+        first = next(iter(sorted(d.glob("*.dcm"))), None)
+        if first is None:
+            continue
+        ds = pydicom.dcmread(first, stop_before_pixels=True, force=True)
+        iop = [round(float(v)) for v in ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])]
+        plane = {(1, 0, 0, 0, 1, 0): "axial", (1, 0, 0, 0, 0, -1): "coronal", (0, 1, 0, 0, 0, -1): "sagittal"}.get(
+            tuple(iop), "other"
+        )
+        planes[plane] = planes.get(plane, 0) + 1
+        encoded += ds.file_meta.TransferSyntaxUID.is_compressed
+    size = sum(f.stat().st_size for f in files)
+    return f"{len(files)} files, {size / 1e6:.0f} MB; series: {planes}, {encoded} compressed"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--patients", type=int, default=24)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--slices", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is shown")
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out")
-    parser.add_argument("--measure", choices=["ours", "naive", "floor"])
-    parser.add_argument("--cohort", type=Path)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--selection", default="every slice")
-    parser.add_argument("--incremental", action="store_true")
-    parser.add_argument("--growth-base", type=int, default=100, help="patients before the 5%% growth")
-    parser.add_argument("--speed-only", action="store_true", help="skip the memory and incremental figures")
+    parser.add_argument("--cohort", choices=[*COHORTS, "both"], default="both")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure, interleaved; the median is shown")
+    parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--measure", choices=KINDS)
+    parser.add_argument("--root", type=Path)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.cohort, args.out, args.selection, args.workers)))
+        print(json.dumps(measure(args.measure, args.root, OUT / "work")))
         return
-    if args.incremental:
-        incremental(args.cohort, args.out, args.workers, args.growth_base)
-        return
-
-    n = args.patients
-    tag = f"{args.image_size}px_{args.slices}sl"  # cohorts of other shapes live side by side
-    shape = {"image_size": args.image_size, "slices": args.slices}
-    big = make_cohort(args.work / f"cohort_{tag}_{2 * n}", patients=2 * n, **shape)
-    small = subset(big, args.work / f"cohort_{tag}_{n}", n)
-    cores, python = len(os.sched_getaffinity(0)), sys.version.split()[0]
-    print(
-        f"machine: {cores} cores, Python {python}; cohort: {n} patients x 4 series x "
-        f"{args.slices} slices of {args.image_size}x{args.image_size} ({n * 4 * args.slices} files)"
-    )
-    for selection in SELECTIONS:
-        # interleaved repeats in rotating order, so a slow spell of the machine hits every kind alike
-        kinds = ["naive", "floor", "ours"]
-        runs: dict[str, list[dict]] = {k: [] for k in kinds}
+    print(f"machine: {len(os.sched_getaffinity(0))} cores, Python {sys.version.split()[0]}")
+    for name in COHORTS if args.cohort == "both" else [args.cohort]:
+        root = cohort(name)
+        files = len(all_files(root))
+        print(f"\n[{name}] {describe(root)}; median of {args.repeats} interleaved runs")
+        runs: dict[str, list[dict]] = {k: [] for k in args.kinds}
         for rep in range(args.repeats):
-            for k in kinds[rep % 3 :] + kinds[: rep % 3]:
-                runs[k].append(child(k, small, args.work / k, selection, args.workers))
-        res = {k: median_run(r) for k, r in runs.items()}
-        print(f"\n[{selection}] median of {args.repeats} runs")
-        for k, r in res.items():
+            order = args.kinds[rep % len(args.kinds) :] + args.kinds[: rep % len(args.kinds)]
+            for kind in order:
+                runs[kind].append(child(kind, root))
+        med = {k: sorted(r, key=lambda x: x["seconds"])[len(r) // 2]["seconds"] for k, r in runs.items()}
+        for kind, r in runs.items():
+            rss = sorted(r, key=lambda x: x["seconds"])[len(r) // 2]["rss_mb"]
+            spread = " ".join(f"{x['seconds']:.2f}" for x in r)
             print(
-                f"  {k:6s} {r['files']:6d} files {r['seconds']:7.2f} s {r['files'] / r['seconds']:8.0f} files/s "
-                f"peak RSS {r['rss_mb']:6.0f} MB"
+                f"  {kind:22s} {med[kind]:8.2f} s {files / med[kind]:8.0f} files/s  peak RSS {rss:6.0f} MB  ({spread})"
             )
-        print(
-            f"  ours vs naive: {res['naive']['seconds'] / res['ours']['seconds']:.2f}x faster; "
-            f"ours vs one-process decode floor: {res['floor']['seconds'] / res['ours']['seconds']:.2f}x"
-        )
-        best = {k: min(x["seconds"] for x in r) for k, r in runs.items()}
-        spread = "; ".join(f"{k} " + " ".join(f"{x['seconds']:.2f}" for x in r) for k, r in runs.items())
-        print(f"  all runs (s): {spread}")
-        print(f"  best runs: ours vs naive {best['naive'] / best['ours']:.2f}x (noise only ever adds time)")
-    if args.speed_only:
-        return
-    one = child("ours", small, args.work / "ours", "middle half", args.workers)
-    two = child("ours", big, args.work / "ours", "middle half", args.workers)
-    print(
-        f"\n[memory] peak RSS of ours: {one['rss_mb']:.0f} MB for {n} patients, {two['rss_mb']:.0f} MB for {2 * n} "
-        f"({two['rss_mb'] / one['rss_mb']:.2f}x)"
-    )
-    total = args.growth_base * 21 // 20  # the base cohort plus 5%
-    grown = make_cohort(args.work / f"cohort_{tag}_{total}", patients=total, **shape)
-    cmd = ["--incremental", "--cohort", str(grown), "--out", str(args.work), "--workers", str(args.workers)]
-    subprocess.run([sys.executable, __file__, *cmd, "--growth-base", str(args.growth_base)], check=True)
-
-
-def incremental(big: Path, work: Path, workers: int, base: int) -> None:
-    """Convert ``base`` patients of ``big``, add the rest (5% more), time the rerun against the full run."""
-    from stages import preprocess
-
-    all_ids = sorted(p.name for p in (big / "train").iterdir())
-    cohort = subset(big, work / "cohort_incremental", base)
-    out = work / "incremental"
-    shutil.rmtree(out, ignore_errors=True)
-    kwargs = {
-        "cache_dir": out / "cache",
-        "state_file": out / "state.json",
-        "series": SERIES,
-        "settings": settings("middle half"),
-        "exclude": [],
-        "strict": False,
-        "workers": workers,
-    }
-    start = time.perf_counter()
-    preprocess.run(raw_dir=cohort, **kwargs)
-    full = time.perf_counter() - start
-    grown = subset(big, work / "cohort_incremental", len(all_ids))
-    start = time.perf_counter()
-    preprocess.run(raw_dir=grown, **kwargs)
-    rerun = time.perf_counter() - start
-    print(
-        f"\n[incremental] full run of {base} patients {full:.2f} s; after adding {len(all_ids) - base} patients "
-        f"({(len(all_ids) - base) / base:.0%}) the rerun took {rerun:.2f} s = {rerun / full:.0%} of the full run"
-    )
+        for a, b, what in (
+            ("simpleitk", "ours, 1 worker", "ours vs SimpleITK per core"),
+            ("ours, 1 worker", "ours, 2 workers", "1 -> 2 workers"),
+            ("seed-like", "ours, 1 worker", "ours vs the seed-like loop per core"),
+            ("ours plain, 1 worker", "ours, 1 worker", "fast reader vs plain reader"),
+            ("ours, 2 workers", "floor", "ours (2 workers) vs the read floor: takes"),
+        ):
+            if a in med and b in med:
+                print(f"  {what}: {med[a] / med[b]:.2f}x")
 
 
 if __name__ == "__main__":

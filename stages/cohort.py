@@ -1,4 +1,7 @@
-"""Finding patients and labels in a dataset root laid out like the challenge download."""
+"""Finding patients and labels in a dataset root laid out like the challenge download.
+
+Reads CSV files and folder names only (no DICOM code).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.dicom import DataError
-from stages.volume import Problems
+from stages.errors import DataError, Problems
 
-SERIES = ("FLAIR", "T1w", "T1wCE", "T2w")
 LABELS_FILE = "train_labels.csv"
 SAMPLE_FILE = "sample_submission.csv"
 ORACLE_FILE = "demo_oracle.csv"  # only in demo cohorts: the latent score behind each label
@@ -95,20 +96,25 @@ def patient_folders(split_dir: Path, problems: Problems) -> dict[str, Path]:
     return folders
 
 
-def discover(raw_dir: Path, *, exclude: list[str], problems: Problems) -> list[Patient]:
+def discover(raw_dir: Path, *, exclude: tuple[str, ...] | list[str], problems: Problems) -> list[Patient]:
     """Training patients with both folder and label, and every test patient, sorted by ID.
 
     Test patients come from ``sample_submission.csv`` when it exists (a listed patient without a
     folder is kept with ``folder=None`` so it still gets a prediction), else from ``test/``.
+    A root that cannot be a dataset (no patient folders, no labels file, no labelled patient)
+    is a DataError, raised before anything downstream can delete cached results.
     """
     if not raw_dir.is_dir():
-        raise DataError(raw_dir, "dataset root does not exist")
-    excluded = {normalise_id(e) for e in exclude}
-    labels = read_labels(raw_dir / LABELS_FILE, problems) if (raw_dir / LABELS_FILE).exists() else {}
-    if not (raw_dir / LABELS_FILE).exists():
-        problems.add(raw_dir / LABELS_FILE, "labels file missing")
+        raise DataError(raw_dir, "dataset root does not exist (data.raw_dir)")
+    labels_path = raw_dir / LABELS_FILE
+    if not labels_path.is_file():
+        raise DataError(labels_path, "labels file missing: not a dataset root (data.raw_dir)?")
+    labels = read_labels(labels_path, problems)
     train = patient_folders(raw_dir / "train", problems)
     test = patient_folders(raw_dir / "test", problems)
+    if not train and not test:
+        raise DataError(raw_dir, "no patient folders under train/ or test/: not a dataset root (data.raw_dir)?")
+    excluded = {normalise_id(e) for e in exclude}
     patients = []
     for pid in sorted(set(train) | set(labels)):
         if pid in excluded:
@@ -119,6 +125,8 @@ def discover(raw_dir: Path, *, exclude: list[str], problems: Problems) -> list[P
             problems.add(f"train/{pid}", "label has no patient folder")
         else:
             patients.append(Patient("train", pid, labels[pid], train[pid]))
+    if not patients:
+        raise DataError(labels_path, "no labelled patient has a folder under train/")
     sample = raw_dir / SAMPLE_FILE
     test_ids = read_sample_ids(sample, problems) if sample.exists() else sorted(test)
     for pid in sorted(set(test) - set(test_ids)):
@@ -131,7 +139,7 @@ def discover(raw_dir: Path, *, exclude: list[str], problems: Problems) -> list[P
 
 
 def read_oracle(raw_dir: Path) -> dict[str, float]:
-    """Latent scores of a demo cohort by ID (empty for real data), used only for evaluation."""
+    """Latent scores of a demo cohort by ID (empty for real data); read by ``evaluate`` only."""
     path = raw_dir / ORACLE_FILE
     if not path.exists():
         return {}
@@ -141,6 +149,4 @@ def read_oracle(raw_dir: Path) -> dict[str, float]:
 
 def read_patients(path: Path | str) -> pd.DataFrame:
     """The preprocess stage's patient table, IDs kept as zero-padded strings."""
-    return pd.read_csv(
-        path, dtype={"split": str, "BraTS21ID": str, "MGMT_value": str, "oracle_score": str}, keep_default_na=False
-    )
+    return pd.read_csv(path, dtype={"split": str, "BraTS21ID": str, "MGMT_value": str}, keep_default_na=False)

@@ -1,4 +1,4 @@
-"""Model inputs from the preprocessed cache, streamed patient by patient."""
+"""Model inputs from the preprocessed cache, streamed patient by patient (imports TensorFlow)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import tensorflow as tf
 SampleFn = Callable[[Path], np.ndarray]
 
 
-def samples_from_arrays(arrays: dict[str, np.ndarray], *, kind: str, series: list[str], depth: int) -> np.ndarray:
+def samples_from_arrays(
+    arrays: dict[str, np.ndarray], *, kind: str, series: list[str] | tuple[str, ...], depth: int
+) -> np.ndarray:
     """Model samples of one patient as uint8, with a trailing channel axis.
 
     ``slices``: every slice of every listed series, ``(n, S, S, 1)``;
@@ -39,7 +41,7 @@ def samples_from_arrays(arrays: dict[str, np.ndarray], *, kind: str, series: lis
     raise ValueError(f"unknown input kind {kind!r}")
 
 
-def sample_loader(*, kind: str, series: list[str], depth: int) -> SampleFn:
+def sample_loader(*, kind: str, series: list[str] | tuple[str, ...], depth: int) -> SampleFn:
     """A function reading one patient's ``.npz`` into model samples."""
 
     def load(path: Path) -> np.ndarray:
@@ -50,13 +52,15 @@ def sample_loader(*, kind: str, series: list[str], depth: int) -> SampleFn:
     return load
 
 
-def sample_count(counts: dict[str, int], *, kind: str, series: list[str]) -> int:
-    """Number of samples a patient gives, from the per-series slice counts of the cache."""
-    if kind == "slices":
-        return int(sum(counts[name] for name in series))
-    if any(counts[name] == 0 for name in series):
-        return 0
-    return int(counts[series[0]]) if kind == "stack" else 1
+def augmented(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Samples ``(..., rows, cols, channels)`` each flipped left-right (p = 1/2) and rolled by up to 2 pixels."""
+    out = np.empty_like(x)
+    for k, sample in enumerate(x):
+        if rng.random() < 0.5:
+            sample = sample[..., ::-1, :]
+        shift = rng.integers(-2, 3, size=2)
+        out[k] = np.roll(sample, (int(shift[0]), int(shift[1])), axis=(-3, -2))
+    return out
 
 
 def patient_dataset(
@@ -69,17 +73,21 @@ def patient_dataset(
     batch_size: int,
     shuffle_buffer: int,
     seed: int,
+    augment: bool = False,
 ) -> tf.data.Dataset:
     """Shuffled training batches ``(uint8 samples, one-hot labels)`` streamed from the cache.
 
     Patients are read one at a time in a seeded order that changes each epoch, and slices are
-    mixed in a bounded shuffle buffer, so memory does not grow with the cohort.
+    mixed in a bounded shuffle buffer, so memory does not grow with the cohort. With ``augment``
+    each sample is flipped left-right with probability 1/2 and shifted by up to two pixels.
     """
     rng = np.random.default_rng(seed)
 
     def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for i in rng.permutation(len(paths)):
             x = load(paths[i])
+            if augment:
+                x = augmented(x, rng)
             if len(x):
                 y = np.zeros((len(x), 2), np.float32)
                 y[:, labels[i]] = 1.0
@@ -95,7 +103,9 @@ def patient_dataset(
     return ds.apply(tf.data.experimental.assert_cardinality(-(-n_samples // batch_size))).prefetch(tf.data.AUTOTUNE)
 
 
-def predict_patients(model: tf.keras.Model, paths: list[Path], *, load: SampleFn, batch_size: int) -> list[np.ndarray]:
+def predict_patients(
+    model: tf.keras.Model, paths: list[Path], *, load: SampleFn, batch_size: int = 64
+) -> list[np.ndarray]:
     """Positive-class probability of every sample, one array per patient (empty: no samples).
 
     One streamed ``predict`` call over all patients keeps memory bounded and avoids retracing.

@@ -1,4 +1,10 @@
-"""Stage ``demo``: write the deterministic synthetic cohort in the challenge layout."""
+"""Stage ``demo``: write the deterministic synthetic cohort in the challenge layout.
+
+Writes ``data/demo/`` (replaced atomically): ``train/`` and ``test/`` patient folders of real MR
+DICOM files, ``train_labels.csv``, ``sample_submission.csv``, ``demo_oracle.csv`` (the latent
+score behind each label, read by ``evaluate`` only) and ``demo_cohort.json`` (a summary with the
+Bayes-optimal AUC). Parameters: section ``demo`` of ``params.yaml``.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,17 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from stages.cohort import ORACLE_FILE
-from stages.config import load_params
 from stages.io import write_csv, write_json
+from stages.params import worker_count, worker_pool
 from stages.phantom import bayes_auc, break_files, choose_ids, make_patient, write_patient
 
 log = logging.getLogger("demo")
 COHORT_FILE = "demo_cohort.json"
+
+
+def _write(job: tuple) -> int:
+    folder, spec, n_slices, size, seed = job
+    return write_patient(folder=folder, spec=spec, n_slices=n_slices, size=size, seed=seed)
 
 
 def build_cohort(
@@ -42,12 +53,11 @@ def build_cohort(
         ]
         for split, ids in (("train", train_ids), ("test", test_ids))
     }
+    jobs = [(tmp / split / spec.pid, spec, slices, image_size, seed) for split, ps in specs.items() for spec in ps]
     files = 0
-    for split, patients in specs.items():
-        for spec in tqdm(patients, desc=f"demo {split}", unit="patient", disable=None):
-            files += write_patient(
-                folder=tmp / split / spec.pid, spec=spec, n_slices=slices, size=image_size, seed=seed
-            )
+    with worker_pool(worker_count(0)) as pool:  # each patient has its own seeded streams
+        for n in tqdm(pool.imap(_write, jobs), total=len(jobs), desc="demo", unit="patient", disable=None):
+            files += n
     faults = break_files(root=tmp, train_ids=train_ids[3:], test_ids=test_ids) if quirks else []
     write_csv(
         tmp / "train_labels.csv",
@@ -83,9 +93,10 @@ def build_cohort(
 
 def main() -> None:
     """Run the stage from ``params.yaml``."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    params = load_params()
-    summary = build_cohort(out_dir=Path(params["paths"]["demo_dir"]), **params["demo"])
+    from stages.cli import stage
+
+    with stage("demo", __doc__) as ctx:
+        summary = build_cohort(out_dir=Path(ctx.paths.demo_dir), **ctx.params.demo.model_dump())
     log.info(
         "wrote %d files for %s patients; Bayes-optimal AUC %.3f (population), %.3f (this train cohort)",
         summary["files"],

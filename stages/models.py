@@ -1,12 +1,26 @@
-"""The model zoo, chosen by ``model.name``; every model ends in a 2-way softmax."""
+"""The model zoo, chosen by ``model.name``; every model ends in a 2-way softmax.
+
+==========  ===========  =======================================================================
+name        input kind   what it is
+==========  ===========  =======================================================================
+seed_cnn    slices       the seed notebook's 2D CNN on single slices (182,466 parameters at 32x32)
+mil_cnn     volume       a multiple-instance 2D CNN: each of ``depth`` slices is encoded
+                         (batch-normalised convolutions, global max and mean pooling), the
+                         encodings are pooled over the patient's slices; trained per patient
+                         (the recommended model)
+cnn25d      stack        a 2D CNN whose channels are the co-registered slices of several series
+cnn3d       volume       a small 3D CNN over ``depth`` slices
+resnet3d    volume       a 3D ResNet in the ResNet-10 layout of the 1st-place solution (MONAI's
+                         ``resnet10``); ``width`` 64 is its size (14.4M parameters), 16 runs on a CPU
+==========  ===========  =======================================================================
+"""
 
 from __future__ import annotations
 
 import keras
 from keras import layers
 
-# what each model eats: single-series slices, co-registered multi-series slices, or volumes
-INPUT_KIND = {"seed_cnn": "slices", "cnn25d": "stack", "cnn3d": "volume"}
+from stages.params import INPUT_KIND
 
 
 def seed_cnn(*, img_size: int, channels: int = 1) -> keras.Model:
@@ -26,6 +40,36 @@ def seed_cnn(*, img_size: int, channels: int = 1) -> keras.Model:
         ],
         name="seed_cnn",
     )
+
+
+def mil_cnn(*, img_size: int, channels: int, depth: int, width: int) -> keras.Model:
+    """Multiple-instance CNN: the same 2D encoder on each of ``depth`` slices, pooled over the slices.
+
+    The encoder (three batch-normalised 3x3 convolution blocks) is written as 3D layers with
+    kernels of depth 1, which is exactly a shared 2D network per slice and traces far faster than
+    wrapping a 2D model. Each slice is summarised by global max pooling (the strongest local
+    response, e.g. the brightest enhancing rim) and mean pooling (how much responds, e.g. the
+    extent of a necrotic core); the patient by the max and mean of its slices' summaries.
+    """
+    inp = keras.Input((depth, img_size, img_size, channels))
+    x = layers.Rescaling(1.0 / 255)(inp)
+    for k, mult in enumerate((1, 2, 4)):
+        x = layers.Conv3D(width * mult, (1, 3, 3), padding="same", use_bias=False, name=f"block{k + 1}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{k + 1}_bn")(x)
+        x = layers.ReLU(name=f"block{k + 1}_relu")(x)
+        if k < 2:
+            x = layers.MaxPooling3D((1, 2, 2), name=f"block{k + 1}_pool")(x)
+    side = x.shape[2], x.shape[3]
+    features = 4 * width
+    per_slice_max = layers.Reshape((depth, features))(layers.MaxPooling3D((1, *side))(x))
+    per_slice_mean = layers.Reshape((depth, features))(layers.AveragePooling3D((1, *side))(x))
+    per_slice = layers.Concatenate(name="per_slice")([per_slice_max, per_slice_mean])
+    x = layers.Concatenate(name="per_patient")(
+        [layers.GlobalMaxPooling1D()(per_slice), layers.GlobalAveragePooling1D()(per_slice)]
+    )
+    x = layers.Dropout(0.3)(x)
+    out = layers.Dense(2, activation="softmax")(x)
+    return keras.Model(inp, out, name="mil_cnn")
 
 
 def cnn25d(*, img_size: int, channels: int) -> keras.Model:
@@ -66,12 +110,48 @@ def cnn3d(*, img_size: int, channels: int, depth: int) -> keras.Model:
     )
 
 
-def build_model(name: str, *, img_size: int, series: list[str], depth: int) -> keras.Model:
+def _basic_block(x: keras.KerasTensor, filters: int, *, stride: int, name: str) -> keras.KerasTensor:
+    """ResNet basic block: two 3x3x3 convolutions with batch norm, and a projected shortcut."""
+    shortcut = x
+    y = layers.Conv3D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU()(y)
+    y = layers.Conv3D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv3D(filters, 1, strides=stride, use_bias=False, name=f"{name}_down")(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_down_bn")(shortcut)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def resnet3d(*, img_size: int, channels: int, depth: int, width: int) -> keras.Model:
+    """3D ResNet-10: a 7x7x7 stem, max pooling, one basic block per stage at widths w, 2w, 4w, 8w."""
+    inp = keras.Input((depth, img_size, img_size, channels))
+    x = layers.Rescaling(1.0 / 255)(inp)
+    x = layers.Conv3D(width, 7, strides=(1, 2, 2), padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU()(x)
+    x = layers.MaxPooling3D(3, strides=2, padding="same")(x)
+    for k, mult in enumerate((1, 2, 4, 8)):
+        x = _basic_block(x, width * mult, stride=1 if k == 0 else 2, name=f"layer{k + 1}")
+    x = layers.GlobalAveragePooling3D()(x)
+    out = layers.Dense(2, activation="softmax")(x)
+    return keras.Model(inp, out, name="resnet3d")
+
+
+def build_model(
+    name: str, *, img_size: int, series: list[str] | tuple[str, ...], depth: int, width: int = 16
+) -> keras.Model:
     """Instantiate ``name`` for the given input size and series."""
+    channels = len(series)
     if name == "seed_cnn":
         return seed_cnn(img_size=img_size)
+    if name == "mil_cnn":
+        return mil_cnn(img_size=img_size, channels=channels, depth=depth, width=width)
     if name == "cnn25d":
-        return cnn25d(img_size=img_size, channels=len(series))
+        return cnn25d(img_size=img_size, channels=channels)
     if name == "cnn3d":
-        return cnn3d(img_size=img_size, channels=len(series), depth=depth)
+        return cnn3d(img_size=img_size, channels=channels, depth=depth)
+    if name == "resnet3d":
+        return resnet3d(img_size=img_size, channels=channels, depth=depth, width=width)
     raise ValueError(f"unknown model.name {name!r}; choose one of {', '.join(INPUT_KIND)}")

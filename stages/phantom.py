@@ -25,7 +25,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-SERIES = ("FLAIR", "T1w", "T1wCE", "T2w")
+from stages.params import SERIES
+
 FAULTY_IDS = ("00109", "00123", "00709")
 FOV_MM = 220.0
 HEAD_MM = np.array([72.0, 90.0, 78.0])  # semi-axes along x (L), y (P), z (S)

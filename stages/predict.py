@@ -1,7 +1,13 @@
-"""Stage ``predict``: challenge submission for the test patients, or one patient from the CLI.
+"""Stage ``predict``: the challenge submission, or predictions for patient folders from the CLI.
 
-python -m stages.predict                      # the DVC stage: writes the submission
-python -m stages.predict --patient DIR [--model PATH]   # prints one patient's probability
+    python -m stages.predict                                 # the DVC stage: writes submission.csv
+    python -m stages.predict --patient DIR [--patient DIR]   # prints "BraTS21ID probability" per patient
+    python -m stages.predict --patients-dir DIR --csv out.csv
+
+Every fold model scores a patient, its score is made comparable as in evaluation (``cv.pooling``,
+stored in ``models/model_card.json``) and the models' scores are averaged. Patient folders are
+preprocessed exactly as the training cache was (the card holds the settings). A patient without
+usable slices gets the neutral score (the training prevalence; 0.5 for rank pooling) and is listed.
 """
 
 from __future__ import annotations
@@ -10,113 +16,186 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from stages.cohort import read_patients
-from stages.config import load_params
-from stages.data import predict_patients, sample_loader, samples_from_arrays
-from stages.dicom import DataError
+from stages.cohort import normalise_id, read_patients
+from stages.errors import DataError
 from stages.io import read_json, write_csv, write_json
-from stages.volume import Problems, load_patient
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger("predict")
 CARD = "model_card.json"
 
 
-def load_ensemble(model_path: Path) -> tuple[list[keras.Model], dict]:
-    """Fold models and their card from a models folder, or one ``.keras`` file beside its card."""
-    folder = model_path if model_path.is_dir() else model_path.parent
+def read_card(models: Path) -> tuple[dict, list[Path]]:
+    """The model card and the model files of a models folder (or of one ``.keras`` file beside its card)."""
+    folder = models if models.is_dir() else models.parent
     if not (folder / CARD).exists():
         raise DataError(folder / CARD, "model card not found (run `dvc repro train` first)")
     card = read_json(folder / CARD)
-    files = [folder / name for name in card["models"]] if model_path.is_dir() else [model_path]
-    missing = [str(f) for f in files if not f.exists()]
+    files = [folder / m["file"] for m in card["models"]] if models.is_dir() else [models]
+    missing = [f for f in files if not f.exists()]
     if missing:
         raise DataError(missing[0], "model file not found")
-    return [keras.models.load_model(f, compile=False) for f in files], card
+    if not models.is_dir():
+        card = {**card, "models": [m for m in card["models"] if m["file"] == models.name]}
+        if not card["models"]:
+            raise DataError(models, "not listed in its model card")
+    return card, files
 
 
-def ensemble_probabilities(
-    models: list[keras.Model], paths: list[Path], *, card: dict, batch_size: int
+def neutral_score(card: dict, pooling: str) -> float:
+    """The score of a patient without usable slices."""
+    return 0.5 if pooling == "rank" else float(card["train_prevalence"])
+
+
+def ensemble_scores(
+    models: list[keras.Model], sample_sets: list[np.ndarray], *, card: dict, pooling: str
 ) -> list[float | None]:
-    """Mean over fold models of each patient's mean sample probability (None: no samples)."""
-    load = sample_loader(
-        kind=card["input_kind"], series=list(card["model"]["series"]), depth=int(card["model"]["depth"])
+    """Each patient's score: every model's pooled patient score (see ``stages/scoring.py``), averaged."""
+    from stages.scoring import Calibration
+
+    counts = [len(x) for x in sample_sets]
+    batch = np.concatenate([x for x in sample_sets if len(x)]) if any(counts) else None
+    per_model = []
+    for model, entry in zip(models, card["models"]):
+        probs = model.predict(batch, batch_size=64, verbose=0)[:, 1] if batch is not None else np.zeros(0)
+        raw = np.array([p.mean() if len(p) else np.nan for p in np.split(probs, np.cumsum(counts)[:-1])])
+        per_model.append(Calibration.from_dict(entry["calibration"]).apply(raw)[pooling])
+    mean = np.mean(per_model, axis=0)
+    return [None if len(x) == 0 else float(v) for x, v in zip(sample_sets, mean)]
+
+
+def cache_samples(files: list[Path], *, card: dict) -> list[np.ndarray]:
+    """Model samples of cached patients (empty for a missing entry)."""
+    from stages.data import sample_loader
+
+    load = sample_loader(kind=card["input_kind"], series=card["model"]["series"], depth=card["model"]["depth"])
+    return [load(f) if f.exists() else np.zeros((0,), np.uint8) for f in files]
+
+
+def folder_samples(folder: Path, *, card: dict) -> tuple[np.ndarray, str]:
+    """Model samples of one raw patient folder, preprocessed as the cache was; and why, when none."""
+    from stages.cache import PreprocessSettings
+    from stages.data import samples_from_arrays
+    from stages.dicom_fast import FastReader
+    from stages.errors import Problems
+    from stages.volume import load_patient
+
+    problems = Problems(root=folder)
+    settings = PreprocessSettings.from_dict(card["preprocess"])
+    arrays = load_patient(folder, settings=settings, reader=FastReader(), problems=problems)
+    x = samples_from_arrays(
+        arrays, kind=card["input_kind"], series=card["model"]["series"], depth=card["model"]["depth"]
     )
-    per_model = [predict_patients(m, paths, load=load, batch_size=batch_size) for m in models]
-    out: list[float | None] = []
-    for i in range(len(paths)):
-        probs = [p[i] for p in per_model]
-        out.append(None if len(probs[0]) == 0 else float(np.mean([p.mean() for p in probs])))
-    return out
+    reasons = "; ".join(f"{p.file}: {p.reason}" for p in problems.items[:3]) or "all slices blank"
+    return x, reasons
 
 
-def submission_rows(ids: list[str], probs: list[float | None], *, prevalence: float) -> tuple[list[dict], list[str]]:
-    """Rows ``BraTS21ID, MGMT_value`` matched by ID; patients without slices get ``prevalence``."""
+def patient_folders(patients: list[Path], patients_dir: Path | None) -> list[Path]:
+    """The folders to predict, checked before anything heavy is loaded."""
+    folders = list(patients)
+    if patients_dir is not None:
+        if not patients_dir.is_dir():
+            raise DataError(patients_dir, "not a folder")
+        folders += sorted(p for p in patients_dir.iterdir() if p.is_dir())
+    for folder in folders:
+        if not folder.is_dir():
+            raise DataError(folder, "not a patient folder")
+    if not folders:
+        raise DataError(patients_dir or ".", "no patient folders found")
+    return folders
+
+
+def load_models(files: list[Path]) -> list[keras.Model]:
+    """The fold models."""
+    import keras
+
+    return [keras.models.load_model(f, compile=False) for f in files]
+
+
+def predict_folders(folders: list[Path], *, card: dict, files: list[Path], pooling: str) -> list[dict]:
+    """Rows ``BraTS21ID, probability, note`` for patient folders; a DataError if none has usable slices."""
+    samples, notes = zip(*(folder_samples(f, card=card) for f in folders))
+    if not any(len(x) for x in samples):
+        raise DataError(folders[0], f"no usable slices for {', '.join(card['model']['series'])} ({notes[0]})")
+    scores = ensemble_scores(load_models(files), list(samples), card=card, pooling=pooling)
+    rows = []
+    for folder, score, note in zip(folders, scores, notes):
+        pid = normalise_id(folder.name) or folder.name
+        value = neutral_score(card, pooling) if score is None else score
+        rows.append(
+            {"BraTS21ID": pid, "probability": value, "note": "" if score is not None else f"no usable slices: {note}"}
+        )
+    return rows
+
+
+def submission(
+    *, card: dict, files: list[Path], patients_csv: Path, cache_dir: Path, pooling: str
+) -> tuple[list[dict], list[str]]:
+    """Submission rows for every test patient, matched by ID, and the patients given the neutral score."""
+    table = read_patients(patients_csv)
+    ids = table.loc[table["split"] == "test", "BraTS21ID"].tolist()
     if len(set(ids)) != len(ids):
-        raise ValueError("duplicate IDs in the test list")
-    fallback = [pid for pid, p in zip(ids, probs) if p is None]
-    rows = [{"BraTS21ID": pid, "MGMT_value": prevalence if p is None else p} for pid, p in zip(ids, probs)]
+        raise DataError(patients_csv, "duplicate test IDs")
+    samples = cache_samples([cache_dir / "test" / f"{i}.npz" for i in ids], card=card)
+    scores = ensemble_scores(load_models(files), samples, card=card, pooling=pooling)
+    fallback = [pid for pid, s in zip(ids, scores) if s is None]
+    neutral = neutral_score(card, pooling)
+    rows = [{"BraTS21ID": pid, "MGMT_value": neutral if s is None else s} for pid, s in zip(ids, scores)]
     return rows, fallback
 
 
-def predict_folder(folder: Path, *, models: list[keras.Model], card: dict) -> float:
-    """Probability of MGMT methylation for one patient folder, preprocessed as in training."""
-    if not folder.is_dir():
-        raise DataError(folder, "not a patient folder")
-    settings = dict(card["preprocess"])
-    series = settings.pop("series")
-    problems = Problems(strict=False, root=folder)
-    arrays = load_patient(folder, series=series, problems=problems, **settings)
-    x = samples_from_arrays(
-        arrays, kind=card["input_kind"], series=list(card["model"]["series"]), depth=int(card["model"]["depth"])
-    )
-    if len(x) == 0:
-        reasons = "; ".join(f"{p['file']}: {p['reason']}" for p in problems.items[:3]) or "all slices blank"
-        raise DataError(folder, f"no usable slices for {', '.join(card['model']['series'])} ({reasons})")
-    return float(np.mean([m.predict(x, verbose=0)[:, 1].mean() for m in models]))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Write the submission (no arguments) or print one patient's probability (``--patient``)."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # one predict function per fold model retraces
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--patient", type=Path, help="a patient folder holding FLAIR/T1w/T1wCE/T2w series")
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--patient", type=Path, action="append", default=[], help="a patient folder (repeatable)")
+    parser.add_argument("--patients-dir", type=Path, help="a folder of patient folders")
     parser.add_argument("--model", type=Path, help="a models folder or one .keras file (default: the pipeline's)")
-    args = parser.parse_args(argv)
-    params = load_params()
-    paths = params["paths"]
-    try:
-        models, card = load_ensemble(args.model or Path(paths["models_dir"]))
-        if args.patient is not None:
-            print(f"{predict_folder(args.patient, models=models, card=card):.6f}")
+    parser.add_argument("--csv", type=Path, help="also write the table to this CSV file")
+
+
+def main() -> None:
+    """Write the submission (no folders given) or print predictions for patient folders."""
+    from stages.cli import quiet_tensorflow, stage
+
+    with stage("predict", __doc__, options=options) as ctx:
+        args, paths = ctx.args, ctx.paths
+        card, files = read_card(args.model or Path(paths.models_dir))
+        folders = patient_folders(args.patient, args.patients_dir) if args.patient or args.patients_dir else None
+        quiet_tensorflow()  # inputs are checked: now TensorFlow may load
+        if folders is not None:
+            rows = predict_folders(folders, card=card, files=files, pooling=ctx.params.cv.pooling)
+            print("BraTS21ID probability")
+            for r in rows:
+                print(f"{r['BraTS21ID']} {r['probability']:.6f}" + (f"  ({r['note']})" if r["note"] else ""))
+            if args.csv:
+                write_csv(args.csv, rows, ["BraTS21ID", "probability", "note"])
+            sys.stdout.flush()
             return
-        test = read_patients(paths["patients"])
-        ids = test.loc[test["split"] == "test", "BraTS21ID"].tolist()
-        files = [Path(paths["cache_dir"]) / "test" / f"{pid}.npz" for pid in ids]
-        probs = ensemble_probabilities(models, files, card=card, batch_size=int(params["train"]["batch_size"]))
-    except DataError as err:
-        sys.exit(f"predict: {err}")
-    rows, fallback = submission_rows(ids, probs, prevalence=float(card["train_prevalence"]))
-    write_csv(paths["submission"], rows, ["BraTS21ID", "MGMT_value"])
-    write_json(
-        paths["predict_report"],
-        {
-            "patients": len(rows),
-            "models": len(models),
-            "train_prevalence": card["train_prevalence"],
-            "patients_without_slices": fallback,
-        },
-    )
-    log.info(
-        "wrote %d predictions from %d fold models; %d patients without usable slices got the prevalence",
-        len(rows),
-        len(models),
-        len(fallback),
-    )
+        pooling = ctx.params.cv.pooling
+        rows, fallback = submission(
+            card=card, files=files, patients_csv=Path(paths.patients), cache_dir=Path(paths.cache_dir), pooling=pooling
+        )
+        write_csv(paths.submission, rows, ["BraTS21ID", "MGMT_value"])
+        write_json(
+            paths.predict_report,
+            {
+                "patients": len(rows),
+                "models": len(files),
+                "pooling": pooling,
+                "neutral_score": neutral_score(card, pooling),
+                "patients_without_slices": fallback,
+            },
+        )
+        log.info(
+            "wrote %d predictions from %d models; %d patients without usable slices got the neutral score",
+            len(rows),
+            len(files),
+            len(fallback),
+        )
 
 
 if __name__ == "__main__":

@@ -1,280 +1,292 @@
 """Stage ``preprocess``: DICOM series -> one cached ``.npz`` of square slices per patient.
 
-The cache is incremental: a patient is converted again only when the content of its files,
-the preprocessing parameters or the preprocessing code changed; removed patients are deleted.
+Incremental and crash-safe: a patient is converted only when its entry's key (file contents,
+settings, code, library versions; see ``stages/cache.py``) does not match, so an aborted run is
+repaired by the next one; entries of patients no longer in the dataset are removed. Writes
+``data/cache/`` (entries and ``config.json``), ``data/patients.csv`` (split, ID, label, slices per
+series) and ``reports/preprocess.json`` (every skipped input and why). With
+``preprocess.strict: true`` the stage fails on the first problem, found now or recorded in a
+cached entry.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
+import itertools
 import logging
-import multiprocessing as mp
-import os
+import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
-import pydicom
-import xxhash
 from tqdm import tqdm
 
-from stages import cohort, dicom, volume
-from stages.config import load_params, worker_count
-from stages.dicom import DataError, Reader
-from stages.io import atomic_write_bytes, read_json, read_with_stat, save_npz, write_csv, write_json
-from stages.volume import Problems, load_patient, settings_from_params
+from stages import cohort
+from stages.cache import (
+    CacheConfig,
+    EntryMeta,
+    PreprocessSettings,
+    entry_key,
+    entry_path,
+    read_entry_meta,
+    write_config,
+)
+from stages.dicom import Reader
+from stages.dicom_fast import make_reader
+from stages.errors import DataError, Problem, Problems
+from stages.intensity import Normalisation
+from stages.inventory import Item, scan
+from stages.io import remove_partial_files, save_npz, write_csv, write_json
+from stages.params import PreprocessParams, worker_count, worker_pool
+from stages.volume import empty_arrays, load_patient
 
 log = logging.getLogger("preprocess")
-CODE_MODULES = (cohort, dicom, volume)
 
 
-def hashing_reader(state: dict[str, list]) -> Reader:
-    """A file reader that records each file's size, mtime and 128-bit XXH3 digest in ``state``.
+@dataclass(frozen=True)
+class PatientTask:
+    """One patient to bring up to date: its entry name (``train/00012``), folder and expected key."""
 
-    XXH3 catches changed content as surely as a cryptographic hash (nothing here is
-    adversarial) at memory speed; SHA-256 cost a third of the work of converting a slice.
-    """
-
-    def read(path: Path) -> bytes:
-        st, data = read_with_stat(path)
-        state[str(path)] = [st.st_size, st.st_mtime_ns, xxhash.xxh3_128_hexdigest(data)]
-        return data
-
-    return read
+    name: str
+    folder: Path | None
+    key: str
+    out: Path
+    root: Path
+    files: int
 
 
-def file_digest(path: str, state: dict[str, list]) -> str:
-    """Digest of ``path`` (see :func:`hashing_reader`), reused while its size and mtime are unchanged."""
-    st = os.stat(path)
-    cached = state.get(path)
-    if not (cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns):
-        hashing_reader(state)(Path(path))
-    return state[path][2]
+@dataclass(frozen=True)
+class PatientRecord:
+    """The state of one entry after its task: what it records, and whether it was converted now."""
+
+    name: str
+    meta: EntryMeta
+    converted: bool
+    files: int
 
 
-def patient_files(folder: Path | None) -> list[str]:
-    """Every file under a patient folder, sorted.
-
-    Plain strings from ``os.walk``: with pathlib, listing and sorting cost more than the rest
-    of checking an unchanged cohort.
-    """
-    return sorted(os.path.join(d, name) for d, _, names in os.walk(folder) for name in names) if folder else []
+def normalisation_from_params(p: PreprocessParams) -> Normalisation:
+    """The normalisation, holding only the knobs its method uses (others change no cache key)."""
+    if p.normalisation == "percentile":
+        return Normalisation("percentile", clip_percentiles=p.clip_percentiles)
+    return Normalisation("reference", ceiling=p.ceiling)
 
 
-def patient_key(*, files: list[str], folder: str, config_digest: str, state: dict) -> str:
-    """Cache key of one patient: its file names (relative to ``folder``) and contents, and the config."""
-    h = hashlib.sha256(config_digest.encode())
-    for f in files:
-        h.update(f"{f[len(folder) + 1 :]}\0{file_digest(f, state)}\n".encode())
-    return h.hexdigest()
+def settings_from_params(p: PreprocessParams) -> PreprocessSettings:
+    """The settings that shape cached arrays, from the validated ``preprocess`` section."""
+    return PreprocessSettings(
+        series=p.series,
+        orientation=p.orientation,
+        middle_fraction=p.middle_fraction,
+        slice_step=p.slice_step,
+        img_size=p.img_size,
+        normalisation=normalisation_from_params(p),
+        blank_level=p.blank_level,
+        blank_min_fraction=p.blank_min_fraction,
+    )
 
 
-def config_digest(*, series: list[str], settings: dict) -> str:
-    """Digest of everything besides the input files that shapes a patient's cache entry."""
-    code = b"".join(Path(m.__file__).read_bytes() for m in CODE_MODULES)
-    versions = {"pydicom": pydicom.__version__, "cv2": cv2.__version__, "numpy": np.__version__}
-    meta = json.dumps({"series": series, "settings": settings, **versions}, sort_keys=True)
-    return hashlib.sha256(code + meta.encode()).hexdigest()
-
-
-def convert_patient(task: dict, read: Reader = Path.read_bytes) -> dict:
-    """Convert one patient folder and write its ``.npz``; returns slice counts and problems."""
-    problems = Problems(strict=task["strict"], root=task["root"])
-    out = Path(task["out"])
-    arrays = {}
-    if task["folder"] is not None:
-        folder = Path(task["folder"])
-        arrays = load_patient(folder, series=task["series"], problems=problems, read=read, **task["settings"])
-    counts = {name: int(len(arrays.get(name, ()))) for name in task["series"]}
-    if sum(counts.values()):
-        save_npz(out, arrays)
+def convert_patient(task: PatientTask, *, settings: PreprocessSettings, reader: Reader) -> EntryMeta:
+    """Convert one patient folder and write its entry (arrays and meta together, atomically)."""
+    problems = Problems(root=task.root)
+    if task.folder is None:  # listed for prediction without a folder: recorded by cohort.discover
+        arrays = empty_arrays(settings)
     else:
-        out.unlink(missing_ok=True)
-    return {"counts": counts, "problems": problems.items}
+        arrays = load_patient(task.folder, settings=settings, reader=reader, problems=problems)
+    meta = EntryMeta(
+        key=task.key,
+        counts={name: len(arrays[name]) for name in settings.series},
+        problems=tuple(problems.items),
+    )
+    save_npz(task.out, arrays, meta.to_dict())
+    return meta
 
 
-def update_patient(task: dict) -> dict:
-    """Worker: convert a patient that is new or whose key changed; return its record and file digests.
+def current_entry(task: PatientTask) -> PatientRecord | None:
+    """The record of the task's entry when its key matches (nothing to convert), else None."""
+    meta = read_entry_meta(task.out)
+    return PatientRecord(task.name, meta, False, task.files) if meta is not None and meta.key == task.key else None
 
-    A new patient's files are hashed from the bytes read for converting it, so each file is
-    read once; a known patient is hashed first (mostly from the stat cache) to see if it changed.
+
+def convert(task: PatientTask, *, settings: PreprocessSettings, reader: Reader) -> PatientRecord:
+    """Convert the task's patient and write its entry."""
+    return PatientRecord(task.name, convert_patient(task, settings=settings, reader=reader), True, task.files)
+
+
+_WORKER: dict[str, object] = {}  # a pool worker's settings and reader (its memo lives for the run)
+
+
+def _init_worker(settings: PreprocessSettings, reader_kind: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    _WORKER.update(settings=settings, reader=make_reader(reader_kind))
+    # Long-lived objects (pydicom's data dictionary and the like) leave the garbage collector's
+    # scans, which the many small objects of parsed headers would otherwise trigger over and over.
+    gc.freeze()
+
+
+def _work(task: PatientTask) -> PatientRecord:
+    return convert(task, settings=_WORKER["settings"], reader=_WORKER["reader"])  # type: ignore[arg-type]
+
+
+def plan_tasks(
+    patients: list[cohort.Patient], inventory: dict[str, Item], *, config_digest: str, cache_dir: Path, root: Path
+) -> list[PatientTask]:
+    """One task per patient, keyed by the cache config and the inventory digest of its folder."""
+    tasks = []
+    for p in patients:
+        name = f"{p.split}/{p.pid}"
+        item = inventory.get(f"{p.split}/{p.folder.name}") if p.folder is not None else None
+        content = item.digest if item is not None else "no folder"
+        key = entry_key(config_digest=config_digest, content_digest=content)
+        files = item.files if item is not None else 0
+        tasks.append(PatientTask(name, p.folder, key, entry_path(cache_dir, name), root, files))
+    return tasks
+
+
+def prune(cache_dir: Path, *, keep: set[str]) -> None:
+    """Remove entries of patients not in ``keep``, and files an aborted write left behind."""
+    remove_partial_files(cache_dir)
+    for path in sorted(cache_dir.glob("*/*.npz")):
+        if f"{path.parent.name}/{path.stem}" not in keep:
+            path.unlink()
+    (cache_dir / "manifest.json").unlink(missing_ok=True)  # the cache format before entries carried keys
+
+
+def convert_all(
+    tasks: list[PatientTask], *, settings: PreprocessSettings, reader: str, workers: int, strict: bool
+) -> Iterator[PatientRecord]:
+    """Bring every entry up to date (conversions in a process pool), with progress; strict stops at a problem.
+
+    Entries whose key matches are taken as they are, here; only the others go to the workers.
     """
-    folder, files = task["folder"] or "", task["files"]
-    state, old = task["state"], task["old"]
+    current = [record for task in tasks if (record := current_entry(task)) is not None]
+    done = {r.name for r in current}
+    todo = [t for t in tasks if t.name not in done]
+    n_workers = min(worker_count(workers), len(todo))
+    pool = worker_pool(n_workers, _init_worker, (settings, reader)) if n_workers > 1 else None
+    try:
+        if pool is not None:
+            converted: Iterable[PatientRecord] = pool.imap(_work, todo)
+        else:
+            local = make_reader(reader)
+            converted = (convert(t, settings=settings, reader=local) for t in todo)
+        with tqdm(total=len(tasks), unit="patient", desc="preprocess", file=sys.stderr, disable=None) as bar:
+            for record in itertools.chain(current, converted):
+                if strict and record.meta.problems:
+                    raise strict_error(record.meta.problems[0])
+                bar.update()
+                yield record
+    finally:
+        if pool is not None:
+            pool.terminate()
 
-    def key() -> str:
-        return patient_key(files=files, folder=folder, config_digest=task["config_digest"], state=state)
 
-    if old and key() == old["key"]:
-        record = old
-    else:
-        converted = convert_patient(task, read=hashing_reader(state))
-        record = {"key": key(), **converted}
+def strict_error(problem: Problem) -> DataError:
+    """The error ``preprocess.strict`` stops with."""
+    return DataError(problem.file, f"{problem.reason} (preprocess.strict is true)")
+
+
+def patient_rows(
+    patients: list[cohort.Patient], records: dict[str, PatientRecord], series: tuple[str, ...]
+) -> list[dict]:
+    """Rows of ``data/patients.csv``: split, ID, label and slices per series."""
+    rows = []
+    for p in sorted(patients, key=lambda p: (p.split, p.pid)):
+        counts = records[f"{p.split}/{p.pid}"].meta.counts
+        label = "" if p.label is None else p.label
+        rows.append({"split": p.split, "BraTS21ID": p.pid, "MGMT_value": label, **{s: counts[s] for s in series}})
+    return rows
+
+
+def build_report(
+    rows: list[dict], problems: list[Problem], *, exclude: tuple[str, ...], series: tuple[str, ...]
+) -> dict:
+    """``reports/preprocess.json``: counts, excluded IDs, patients without slices and every problem."""
     return {
-        "entry": task["entry"],
-        "record": record,
-        "converted": record is not old,
-        "state": state,
-        "files": len(files),
+        "patients": {split: sum(r["split"] == split for r in rows) for split in ("train", "test")},
+        "excluded": sorted(cohort.normalise_id(e) or str(e) for e in exclude),
+        "slices": {name: int(sum(r[name] for r in rows)) for name in series},
+        "patients_without_slices": sorted(
+            f"{r['split']}/{r['BraTS21ID']}" for r in rows if not any(r[s] for s in series)
+        ),
+        "problems": [{"file": p.file, "reason": p.reason} for p in sorted(problems)],
     }
 
 
-def montage(cache_dir: Path, ids: list[str], *, series: str, size: int, columns: int) -> np.ndarray:
-    """Grid of each patient's middle slice of ``series`` (uint8), for a quick visual check."""
-    tiles = []
-    for pid in ids:
-        path = cache_dir / "train" / f"{pid}.npz"
-        stack = np.load(path)[series] if path.exists() else np.zeros((0, size, size), np.uint8)
-        tiles.append(stack[len(stack) // 2] if len(stack) else np.zeros((size, size), np.uint8))
-    while len(tiles) % columns:
-        tiles.append(np.zeros((size, size), np.uint8))
-    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
-    return np.vstack(rows) if rows else np.zeros((size, size), np.uint8)
+@dataclass(frozen=True)
+class Outcome:
+    """What a run produced: the patient table, the report, and how much work it took."""
+
+    rows: list[dict]
+    report: dict
+    converted: int
+    files: int
 
 
 def run(
     *,
     raw_dir: Path,
     cache_dir: Path,
-    state_file: Path,
-    series: list[str],
-    settings: dict,
-    exclude: list[str],
-    strict: bool,
-    workers: int,
-) -> tuple[list[dict], dict]:
-    """Bring the cache up to date; return one row per patient and the preprocess report."""
-    problems = Problems(strict=strict, root=raw_dir)
-    patients = cohort.discover(raw_dir, exclude=exclude, problems=problems)
-    manifest_path = cache_dir / "manifest.json"
-    manifest = read_json(manifest_path) if manifest_path.exists() else {}
-    state = read_json(state_file) if state_file.exists() else {}
-    digest = config_digest(series=series, settings=settings)
-
-    entries = {f"{p.split}/{p.pid}": p for p in patients}
-    for stale in sorted(set(manifest) - set(entries)):
-        (cache_dir / f"{stale}.npz").unlink(missing_ok=True)
-        del manifest[stale]
-
-    def tasks() -> Iterator[dict]:
-        # a generator: the pool's feeder thread lists each patient's files while workers convert
-        for entry, p in entries.items():
-            files = patient_files(p.folder)
-            yield {
-                "entry": entry,
-                "old": manifest.get(entry, {}),
-                "folder": str(p.folder) if p.folder else None,
-                "files": files,
-                "state": {f: state[f] for f in files if f in state},
-                "config_digest": digest,
-                "out": str(cache_dir / f"{entry}.npz"),
-                "series": series,
-                "settings": settings,
-                "strict": strict,
-                "root": raw_dir,
-            }
-
-    start = time.perf_counter()
-    n_workers = min(worker_count(workers), max(1, len(entries)))
-    converted, total_files, new_state = 0, 0, {}
-    # Long-lived objects (pydicom's data dictionary and the like) leave the garbage collector's
-    # scans: the many small objects of parsed headers trigger collections that would otherwise
-    # traverse them all, and forked workers would copy the pages those scans touch.
-    gc.freeze()
-    with tqdm(total=len(entries), unit="patient", desc="preprocess", file=sys.stderr, disable=None) as bar:
-        pool = mp.get_context("fork").Pool(n_workers) if n_workers > 1 else None
-        try:
-            for res in pool.imap(update_patient, tasks()) if pool else map(update_patient, tasks()):
-                manifest[res["entry"]] = res["record"]
-                new_state.update(res["state"])  # files that disappeared drop out
-                converted += res["converted"]
-                total_files += res["files"]
-                bar.set_postfix_str(f"{total_files / (time.perf_counter() - start):.0f} files/s", refresh=False)
-                bar.update()
-        finally:
-            if pool is not None:
-                pool.terminate()
-            gc.unfreeze()
-    elapsed = time.perf_counter() - start
-    write_json(state_file, new_state, indent=None)  # internal, and large for a real cohort
-    write_json(manifest_path, dict(sorted(manifest.items())))
-
-    oracle = cohort.read_oracle(raw_dir)
-    rows, all_problems = [], list(problems.items)
-    for entry, p in sorted(entries.items()):
-        rec = manifest[entry]
-        all_problems.extend(rec["problems"])
-        rows.append(
-            {
-                "split": p.split,
-                "BraTS21ID": p.pid,
-                "MGMT_value": "" if p.label is None else p.label,
-                "oracle_score": oracle.get(p.pid, ""),
-                **rec["counts"],
-            }
-        )
-    all_problems.sort(key=lambda d: (d["file"], d["reason"]))
-    report = {
-        "patients": {
-            "train": sum(r["split"] == "train" for r in rows),
-            "test": sum(r["split"] == "test" for r in rows),
-        },
-        "excluded": sorted(cohort.normalise_id(e) or str(e) for e in exclude),
-        "slices": {name: int(sum(r[name] for r in rows)) for name in series},
-        "patients_without_slices": sorted(
-            f"{r['split']}/{r['BraTS21ID']}" for r in rows if not any(r[name] for name in series)
-        ),
-        "problems": all_problems,
-    }
-    log.info(
-        "converted %d of %d patients (%d files) in %.1fs, %.0f files/s; %d problems recorded",
-        converted,
-        len(entries),
-        total_files,
-        elapsed,
-        total_files / max(elapsed, 1e-9),
-        len(all_problems),
+    state_db: Path,
+    settings: PreprocessSettings,
+    exclude: tuple[str, ...] = (),
+    strict: bool = False,
+    workers: int = 0,
+    reader: str = "fast",
+) -> Outcome:
+    """Bring the cache up to date with ``raw_dir``; nothing is deleted unless the dataset is usable."""
+    problems = Problems(root=raw_dir)
+    patients = cohort.discover(raw_dir, exclude=exclude, problems=problems)  # refuses an unusable root
+    if strict and problems.items:
+        raise strict_error(problems.items[0])
+    config = CacheConfig(settings)
+    inventory = scan(raw_dir, state_db=state_db)
+    tasks = plan_tasks(patients, inventory, config_digest=config.digest, cache_dir=cache_dir, root=raw_dir)
+    prune(cache_dir, keep={t.name for t in tasks})
+    records = {r.name: r for r in convert_all(tasks, settings=settings, reader=reader, workers=workers, strict=strict)}
+    write_config(cache_dir, config)
+    rows = patient_rows(patients, records, settings.series)
+    all_problems = problems.items + [p for r in records.values() for p in r.meta.problems]
+    return Outcome(
+        rows=rows,
+        report=build_report(rows, all_problems, exclude=exclude, series=settings.series),
+        converted=sum(r.converted for r in records.values()),
+        files=sum(r.files for r in records.values()),
     )
-    return rows, report
 
 
 def main() -> None:
     """Run the stage from ``params.yaml``."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    params = load_params()
-    pp, paths = params["preprocess"], params["paths"]
-    try:
-        rows, report = run(
-            raw_dir=Path(params["data"]["raw_dir"]),
-            cache_dir=Path(paths["cache_dir"]),
-            state_file=Path(paths["preprocess_state"]),
-            series=list(pp["series"]),
+    from stages.cli import stage
+
+    with stage("preprocess", __doc__) as ctx:
+        pp, paths = ctx.params.preprocess, ctx.paths
+        start = time.perf_counter()
+        outcome = run(
+            raw_dir=Path(ctx.params.data.raw_dir),
+            cache_dir=Path(paths.cache_dir),
+            state_db=Path(paths.state_db),
             settings=settings_from_params(pp),
-            exclude=[str(e) for e in pp["exclude"]],
-            strict=bool(pp["strict"]),
-            workers=int(pp["workers"]),
+            exclude=pp.exclude,
+            strict=pp.strict,
+            workers=pp.workers,
+            reader=pp.reader,
         )
-    except DataError as err:
-        sys.exit(f"preprocess: {err}")
-    write_csv(paths["patients"], rows, ["split", "BraTS21ID", "MGMT_value", "oracle_score", *pp["series"]])
-    write_json(paths["preprocess_report"], report)
-    train_ids = [r["BraTS21ID"] for r in rows if r["split"] == "train"][: int(pp["montage_patients"])]
-    montage_dir = Path(paths["montage_dir"])
-    for name in pp["series"]:
-        grid = montage(
-            Path(paths["cache_dir"]),
-            train_ids,
-            series=name,
-            size=int(pp["img_size"]),
-            columns=int(np.ceil(np.sqrt(max(1, len(train_ids))))),
+        write_csv(paths.patients, outcome.rows, ["split", "BraTS21ID", "MGMT_value", *pp.series])
+        write_json(paths.preprocess_report, outcome.report)
+        elapsed = time.perf_counter() - start
+        log.info(
+            "%d train / %d test patients; converted %d (%d files) in %.1f s; %d problems recorded (see %s)",
+            outcome.report["patients"]["train"],
+            outcome.report["patients"]["test"],
+            outcome.converted,
+            outcome.files,
+            elapsed,
+            len(outcome.report["problems"]),
+            paths.preprocess_report,
         )
-        atomic_write_bytes(montage_dir / f"{name}.png", cv2.imencode(".png", grid)[1].tobytes())
-    log.info("report: %s patients, %d problems", report["patients"], len(report["problems"]))
 
 
 if __name__ == "__main__":

@@ -1,226 +1,197 @@
-"""Stage ``train``: patient-grouped cross-validation of the chosen model.
+"""Stage ``train``: patient-grouped cross-validation of the chosen model (``model``, ``train``, ``cv``).
 
-Each outer fold trains on the other folds' patients, stops early on an inner validation split
-of those patients (patient-level ROC-AUC), and predicts its own held-out patients; those
-out-of-fold predictions are what ``evaluate`` scores, so no score comes from a patient that
-influenced training or model selection.
+For each repeat and outer fold, a model trains on the other folds' patients, stops and is
+calibrated on an inner validation split of them, and scores its own held-out patients; those
+out-of-fold scores are what ``evaluate`` reports, so no score comes from a patient that
+influenced training or model selection. Input shape and series come from the cache's
+``config.json``. Writes ``models/`` (one byte-stable ``.keras`` file per repeat and fold, and
+``model_card.json``), ``predictions/`` (out-of-fold sample and patient scores) and
+``training/`` (per-epoch curves and a summary per model).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import pandas as pd
-import tensorflow as tf
-from dvclive import Live
-from dvclive.keras import DVCLiveCallback
-from sklearn.metrics import log_loss, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 
+from stages.cache import PreprocessSettings, read_settings
 from stages.cohort import read_patients
-from stages.config import load_params
-from stages.data import (
-    SampleFn,
-    patient_dataset,
-    predict_patients,
-    sample_count,
-    sample_loader,
-)
-from stages.io import atomic_path, write_csv, write_json
-from stages.models import INPUT_KIND, build_model
-from stages.volume import settings_from_params
+from stages.cv import Split, check_folds, eligible_patients, sample_count, splits
+from stages.errors import ParamError
+from stages.io import write_csv, write_json
+from stages.params import INPUT_KIND, Params, Paths
+from stages.scoring import POOLINGS, auc, fit_calibration
+
+if TYPE_CHECKING:
+    from stages.training import FoldResult
 
 log = logging.getLogger("train")
 
 
-def eligible_patients(table: pd.DataFrame, *, series: list[str], kind: str) -> pd.DataFrame:
-    """Training patients that give the model at least one sample."""
-    train = table[table["split"] == "train"].copy()
-    counts = train[series].astype(int)
-    usable = [sample_count(c, kind=kind, series=series) > 0 for c in counts.to_dict("records")]
-    return train[usable].reset_index(drop=True)
+@dataclass(frozen=True)
+class Cohort:
+    """The training patients the model can use, and where their cache entries are."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    samples: np.ndarray  # samples per patient
+    files: list[Path]
+    kind: str
+    settings: PreprocessSettings
 
 
-def patient_folds(labels: np.ndarray, ids: np.ndarray, *, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds grouped by patient: no patient is on both sides of any split."""
-    if folds < 2:
-        raise ValueError("cv.folds must be at least 2")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(ids)), labels, groups=ids))
+@dataclass
+class Outputs:
+    """What the stage writes, gathered over every split."""
+
+    slices: list[dict] = field(default_factory=list)
+    patients: list[dict] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)
+    folds: dict[str, dict] = field(default_factory=dict)
+    models: list[dict] = field(default_factory=list)
 
 
-def inner_split(
-    labels: np.ndarray, ids: np.ndarray, *, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One stratified, patient-grouped train/validation split of ``val_fraction``."""
-    return patient_folds(labels, ids, folds=max(2, round(1 / val_fraction)), seed=seed)[0]
-
-
-def choose_strategy(mode: str) -> tf.distribute.Strategy:
-    """MirroredStrategy over several GPUs (``auto``) or when forced (``mirrored``), else default."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if mode == "mirrored" or (mode == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    if mode not in ("auto", "off", "mirrored"):
-        raise ValueError(f"train.distribute must be auto, off or mirrored, not {mode!r}")
-    return tf.distribute.get_strategy()
-
-
-class PatientValidation(keras.callbacks.Callback):
-    """Adds validation loss, slice AUC and patient-level AUC to each epoch's logs."""
-
-    def __init__(self, paths: list[Path], labels: np.ndarray, *, load: SampleFn, batch_size: int) -> None:
-        super().__init__()
-        self.paths, self.labels, self.load, self.batch_size = paths, labels, load, batch_size
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        probs = predict_patients(self.model, self.paths, load=self.load, batch_size=self.batch_size)
-        y_slice = np.concatenate([np.full(len(p), y) for p, y in zip(probs, self.labels)])
-        p_slice = np.concatenate(probs)
-        p_patient = np.array([p.mean() for p in probs])
-        if logs is not None:
-            logs["val_loss"] = float(log_loss(y_slice, p_slice, labels=[0, 1]))
-            logs["val_auc"] = float(roc_auc_score(y_slice, p_slice))
-            logs["val_patient_auc"] = float(roc_auc_score(self.labels, p_patient))
-
-
-def fit_fold(
-    *,
-    train_paths: list[Path],
-    train_labels: np.ndarray,
-    n_samples: int,
-    val_paths: list[Path],
-    val_labels: np.ndarray,
-    load: SampleFn,
-    model_params: dict,
-    train_params: dict,
-    img_size: int,
-    seed: int,
-    live_dir: Path,
-) -> keras.Model:
-    """Train one model with early stopping on validation patient AUC (best weights restored)."""
-    keras.utils.set_random_seed(seed)
-    strategy = choose_strategy(train_params["distribute"])
-    batch = int(train_params["batch_size"]) * strategy.num_replicas_in_sync
-    with strategy.scope():
-        model = build_model(
-            model_params["name"],
-            img_size=img_size,
-            series=list(model_params["series"]),
-            depth=int(model_params["depth"]),
-        )
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            float(train_params["learning_rate"]),
-            decay_steps=int(train_params["decay_steps"]),
-            decay_rate=float(train_params["decay_rate"]),
-            staircase=True,
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(schedule),
-            loss="categorical_crossentropy",
-            # with a 2-way softmax both columns have the same AUC, so their mean is the AUC
-            metrics=[keras.metrics.AUC(name="auc", multi_label=True, num_labels=2)],
-        )
-    spec = tf.TensorSpec(model.input_shape[1:], tf.uint8)  # as predict_patients does
-    train_ds = patient_dataset(
-        train_paths,
-        list(train_labels),
-        load=load,
-        spec=spec,
-        n_samples=n_samples,
-        batch_size=batch,
-        shuffle_buffer=int(train_params["shuffle_buffer"]),
-        seed=seed,
+def prepare(params: Params, paths: Paths) -> Cohort:
+    """Check the inputs against the parameters (no TensorFlow yet): one-line errors if they do not fit."""
+    settings = read_settings(Path(paths.cache_dir))
+    missing = [s for s in params.model.series if s not in settings.series]
+    if missing:
+        raise ParamError("model.series", f"{missing} not in the preprocessed cache (series {list(settings.series)})")
+    kind = INPUT_KIND[params.model.name]
+    table = eligible_patients(read_patients(paths.patients), series=params.model.series, kind=kind)
+    labels = table["MGMT_value"].astype(int).to_numpy()
+    check_folds(labels, folds=params.cv.folds, val_fraction=params.train.val_fraction)
+    counts = table[list(params.model.series)].astype(int).to_dict("records")
+    return Cohort(
+        ids=table["BraTS21ID"].to_numpy(),
+        labels=labels,
+        samples=np.array([sample_count(c, kind=kind, series=params.model.series) for c in counts]),
+        files=[Path(paths.cache_dir) / "train" / f"{pid}.npz" for pid in table["BraTS21ID"]],
+        kind=kind,
+        settings=settings,
     )
-    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
-    model.fit(
-        train_ds,
-        epochs=int(train_params["epochs"]),
-        shuffle=False,  # the dataset shuffles itself, seeded
-        verbose=0,
-        callbacks=[
-            PatientValidation(val_paths, val_labels, load=load, batch_size=batch),
-            keras.callbacks.EarlyStopping(
-                monitor="val_patient_auc", mode="max", patience=int(train_params["patience"]), restore_best_weights=True
-            ),
-            DVCLiveCallback(live=live),
-        ],
+
+
+def fold_summary(split: Split, result: FoldResult, held_out_auc: float) -> dict:
+    """What ``training/folds.json`` records for one model."""
+    return {
+        "patients": {"fit": len(split.fit), "val": len(split.val), "held_out": len(split.test)},
+        "epochs": result.epochs,
+        "stopped_at": result.stopped_at,
+        "best_epoch": result.best_epoch,
+        "collapsed": result.collapsed,
+        "attempts": result.attempts,
+        "seed": result.seed,
+        "held_out_patient_auc_raw": held_out_auc,
+    }
+
+
+def cross_validate(cohort: Cohort, params: Params, *, models_dir: Path) -> Outputs:
+    """Train, calibrate, save and score one model per split."""
+    from stages import training
+    from stages.data import predict_patients, sample_loader
+    from stages.io import atomic_write_bytes, stable_keras_bytes
+
+    mp, tp, cv = params.model, params.train, params.cv
+    load = sample_loader(kind=cohort.kind, series=mp.series, depth=mp.depth)
+    out = Outputs()
+    for split in splits(
+        cohort.labels, cohort.ids, folds=cv.folds, seed=cv.seed, repeats=cv.repeats, val_fraction=tp.val_fraction
+    ):
+        data = training.FoldData(
+            fit_paths=[cohort.files[i] for i in split.fit],
+            fit_labels=cohort.labels[split.fit],
+            fit_samples=int(cohort.samples[split.fit].sum()),
+            val_paths=[cohort.files[i] for i in split.val],
+            val_labels=cohort.labels[split.val],
+        )
+        seed = tp.seed + split.fold + 100 * split.repeat
+        result = training.fit_fold(
+            data, load=load, mp=mp, tp=tp, img_size=cohort.settings.img_size, seed=seed, name=split.name
+        )
+        calibration = fit_calibration(result.val_scores, data.val_labels)
+        tmp = models_dir / f".{split.name}.partial.keras"
+        models_dir.mkdir(parents=True, exist_ok=True)
+        result.model.save(tmp)  # Keras stamps the time and memory addresses: made constant below
+        atomic_write_bytes(models_dir / f"{split.name}.keras", stable_keras_bytes(tmp.read_bytes()))
+        tmp.unlink()
+        probs = predict_patients(result.model, [cohort.files[i] for i in split.test], load=load)
+        scores = calibration.apply(np.array([p.mean() for p in probs]))
+        for j, i in enumerate(split.test):
+            base = {
+                "repeat": split.repeat,
+                "fold": split.fold,
+                "BraTS21ID": cohort.ids[i],
+                "MGMT_value": cohort.labels[i],
+            }
+            out.slices += [{**base, "sample": s, "prob": float(v)} for s, v in enumerate(probs[j])]
+            out.patients.append({**base, **{pool: float(scores[pool][j]) for pool in POOLINGS}})
+        out.curves += [{"repeat": split.repeat, "fold": split.fold, **row} for row in result.history]
+        held_out_auc = auc(cohort.labels[split.test], scores["raw"])
+        out.folds[split.name] = fold_summary(split, result, held_out_auc)
+        out.models.append({"file": f"{split.name}.keras", "calibration": calibration.to_dict()})
+        stopped = f", stopped early (best epoch {result.best_epoch})" if result.stopped_at else ""
+        collapsed = "; COLLAPSED: constant predictions" if result.collapsed else ""
+        log.info(
+            "%s: %d fit / %d val / %d held-out patients, %d epochs%s, held-out patient AUC %.3f%s",
+            split.name,
+            len(split.fit),
+            len(split.val),
+            len(split.test),
+            result.epochs,
+            stopped,
+            held_out_auc,
+            collapsed,
+        )
+    return out
+
+
+def write_outputs(out: Outputs, *, cohort: Cohort, params: Params, paths: Paths) -> None:
+    """Predictions, training logs and the model card."""
+    keys = ["repeat", "fold", "BraTS21ID", "MGMT_value"]
+    write_csv(Path(paths.oof) / "oof_slices.csv", out.slices, [*keys, "sample", "prob"])
+    write_csv(Path(paths.oof) / "oof_patients.csv", out.patients, [*keys, *POOLINGS])
+    write_csv(
+        Path(paths.training_log) / "curves.csv",
+        out.curves,
+        ["repeat", "fold", "epoch", "loss", "val_loss", "val_patient_auc"],
     )
-    return model
+    write_json(Path(paths.training_log) / "folds.json", out.folds)
+    card = {
+        "model": params.model.model_dump(mode="json"),
+        "input_kind": cohort.kind,
+        "preprocess": cohort.settings.to_dict(),
+        "models": out.models,
+        "train_prevalence": float(np.mean(cohort.labels)),
+        "train_patients": int(len(cohort.labels)),
+    }
+    write_json(Path(paths.models_dir) / "model_card.json", card)
 
 
 def main() -> None:
     """Run the stage from ``params.yaml``."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    params = load_params()
-    paths, mp, tp, cv = params["paths"], params["model"], params["train"], params["cv"]
-    tf.config.experimental.enable_op_determinism()
-    kind = INPUT_KIND[mp["name"]]
-    series = list(mp["series"])
-    load = sample_loader(kind=kind, series=series, depth=int(mp["depth"]))
-    table = eligible_patients(read_patients(paths["patients"]), series=series, kind=kind)
-    n_samples = np.array(
-        [sample_count(row, kind=kind, series=series) for row in table[series].astype(int).to_dict("records")]
-    )
-    ids = table["BraTS21ID"].to_numpy()
-    labels = table["MGMT_value"].astype(int).to_numpy()
-    files = [Path(paths["cache_dir"]) / "train" / f"{pid}.npz" for pid in ids]
-    img_size = int(params["preprocess"]["img_size"])
-    models_dir = Path(paths["models_dir"])
-    rows = []
-    for fold, (train_idx, test_idx) in enumerate(
-        patient_folds(labels, ids, folds=int(cv["folds"]), seed=int(cv["seed"]))
-    ):
-        inner, val = inner_split(
-            labels[train_idx], ids[train_idx], val_fraction=float(tp["val_fraction"]), seed=int(cv["seed"]) + fold
-        )
-        fit_idx, val_idx = train_idx[inner], train_idx[val]
-        model = fit_fold(
-            train_paths=[files[i] for i in fit_idx],
-            train_labels=labels[fit_idx],
-            n_samples=int(n_samples[fit_idx].sum()),
-            val_paths=[files[i] for i in val_idx],
-            val_labels=labels[val_idx],
-            load=load,
-            model_params=mp,
-            train_params=tp,
-            img_size=img_size,
-            seed=int(tp["seed"]) + fold,
-            live_dir=Path(paths["train_live"]) / f"fold_{fold}",
-        )
-        with atomic_path(models_dir / f"fold_{fold}.keras") as tmp:
-            model.save(tmp)
-        probs = predict_patients(model, [files[i] for i in test_idx], load=load, batch_size=int(tp["batch_size"]))
-        for i, p in zip(test_idx, probs):
-            rows += [
-                {"BraTS21ID": ids[i], "fold": fold, "MGMT_value": labels[i], "sample": j, "prob": float(v)}
-                for j, v in enumerate(p)
-            ]
-        fold_auc = roc_auc_score(labels[test_idx], [p.mean() for p in probs])
+    from stages.cli import quiet_tensorflow, stage
+
+    with stage("train", __doc__) as ctx:
+        cohort = prepare(ctx.params, ctx.paths)
+        quiet_tensorflow()
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        out = cross_validate(cohort, ctx.params, models_dir=Path(ctx.paths.models_dir))
+        write_outputs(out, cohort=cohort, params=ctx.params, paths=ctx.paths)
+        collapsed = sum(f["collapsed"] for f in out.folds.values())
         log.info(
-            "fold %d: %d train / %d val / %d held-out patients, held-out patient AUC %.3f",
-            fold,
-            len(fit_idx),
-            len(val_idx),
-            len(test_idx),
-            fold_auc,
+            "trained %d models (%s, %d patients); %d collapsed",
+            len(out.folds),
+            ctx.params.model.name,
+            len(cohort.ids),
+            collapsed,
         )
-    write_csv(paths["oof"], rows, ["BraTS21ID", "fold", "MGMT_value", "sample", "prob"])
-    write_json(
-        models_dir / "model_card.json",
-        {
-            "model": mp,
-            "input_kind": kind,
-            "folds": int(cv["folds"]),
-            "models": [f"fold_{k}.keras" for k in range(int(cv["folds"]))],
-            "preprocess": {"series": sorted(set(series)), **settings_from_params(params["preprocess"])},
-            "train_prevalence": float(labels.mean()),
-            "train_patients": int(len(ids)),
-        },
-    )
 
 
 if __name__ == "__main__":

@@ -1,55 +1,26 @@
-"""From a series folder to a normalised stack of square slices in one common orientation."""
+"""From a series folder to a normalised stack of square slices in one common orientation.
+
+Three steps per series: read every header and plan (:mod:`stages.planner`), decode the frames the
+plan needs, then finish (target layout, shrink to ``img_size`` keeping the physical aspect, pad,
+normalise, drop blank slices, store as uint8).
+"""
 
 from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 
-from stages.dicom import DataError, Reader, SliceHeader, decode_pixels, read_file
-
-# Target layouts as (LPS axis, sign) for the slice, row and column axes of the stack.
-# Axial rows run anterior->posterior and columns right->left (radiological convention).
-ORIENTATIONS: dict[str, tuple[tuple[int, int], ...]] = {
-    "axial": ((2, 1), (1, 1), (0, 1)),
-    "coronal": ((1, 1), (2, -1), (0, 1)),
-    "sagittal": ((0, 1), (2, -1), (1, 1)),
-}
-
-
-@dataclass
-class Problems:
-    """Recorded skips; in strict mode the first one raises instead."""
-
-    strict: bool = False
-    root: Path | None = None
-    items: list[dict[str, str]] = field(default_factory=list)
-
-    def add(self, path: Path | str, reason: str) -> None:
-        """Record (or, when strict, raise) a problem with ``path``."""
-        err = DataError(self._rel(path), reason)
-        if self.strict:
-            raise err
-        self.items.append({"file": err.path, "reason": err.reason})
-
-    def add_error(self, err: DataError) -> None:
-        """Record a :class:`DataError` raised by a reader."""
-        self.add(err.path, err.reason)
-
-    def _rel(self, path: Path | str) -> str:
-        p = Path(path)
-        if self.root is not None:
-            try:
-                return p.relative_to(self.root).as_posix()
-            except ValueError:
-                pass
-        return p.as_posix()
+from stages.cache import PreprocessSettings
+from stages.dicom import DicomFile, Reader, SliceHeader
+from stages.errors import DataError, Problems
+from stages.intensity import is_blank, normalise
+from stages.planner import SlicePlan, along_normal, plan_series
 
 
 @dataclass(frozen=True)
@@ -58,32 +29,10 @@ class Series:
 
     images: np.ndarray
     z: np.ndarray
-    files_decoded: int
 
-
-def choose_slices(n: int, *, middle_fraction: float, step: int) -> np.ndarray:
-    """Indices of the central ``middle_fraction`` of ``n`` slices, every ``step``-th."""
-    if n <= 0:
-        return np.zeros(0, dtype=int)
-    count = max(1, round(n * middle_fraction))
-    start = (n - count) // 2
-    return np.arange(start, start + count, step, dtype=int)
-
-
-def axis_map(header: SliceHeader, target: str) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
-    """Permutation and flips taking a stack ``[slice, row, col]`` to the ``target`` layout."""
-    if target == "native":
-        return (0, 1, 2), (False, False, False)
-    dirs = [np.asarray(header.normal), np.asarray(header.col_dir), np.asarray(header.row_dir)]
-    dominant = [int(np.argmax(np.abs(d))) for d in dirs]
-    if len(set(dominant)) < 3:
-        raise DataError(header.path, "oblique orientation cannot be mapped to a standard plane")
-    perm, flips = [], []
-    for lps_axis, sign in ORIENTATIONS[target]:
-        a = dominant.index(lps_axis)
-        perm.append(a)
-        flips.append(bool(np.sign(dirs[a][lps_axis]) != sign))
-    return tuple(perm), tuple(flips)  # type: ignore[return-value]
+    @classmethod
+    def empty(cls, size: int) -> Series:
+        return cls(np.zeros((0, size, size), np.uint8), np.zeros(0, np.float32))
 
 
 def in_plane_layout(volume: np.ndarray, perm: tuple[int, ...], flips: tuple[bool, ...]) -> np.ndarray:
@@ -117,57 +66,33 @@ def pad_square(image: np.ndarray, *, size: int, fill: float) -> np.ndarray:
     return out
 
 
-def normalise(volume: np.ndarray, *, percentiles: tuple[float, float]) -> np.ndarray | None:
-    """Clip to the series' percentile range and scale to [0, 1]; None for a constant series.
-
-    Percentiles come from a regular subsample of at most about 64x64 pixels per slice, which
-    estimates them well at a fraction of the cost of sorting the whole series.
-    """
-    stride = max(1, min(volume.shape[1:]) // 64)
-    lo, hi = np.percentile(volume[:, ::stride, ::stride], percentiles)
-    if not hi > lo:
-        return None
-    out = volume.astype(np.float32, copy=True)
-    out -= lo
-    out *= 1.0 / (hi - lo)
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
-def is_blank(image: np.ndarray, *, level: float, min_fraction: float) -> bool:
-    """A slice is blank when under ``min_fraction`` of its pixels exceed ``level``."""
-    return float(np.mean(image > level)) < min_fraction
-
-
 def series_headers(
-    series_dir: Path, problems: Problems, read: Reader = Path.read_bytes
-) -> tuple[list[SliceHeader], dict[Path, pydicom.Dataset]]:
-    """Readable, mutually consistent frame headers ordered along the slice normal.
+    series_dir: Path, *, reader: Reader, problems: Problems
+) -> tuple[list[SliceHeader], dict[Path, DicomFile]]:
+    """Readable, mutually consistent frame headers ordered along the slice normal, and the parsed files.
 
-    Also returns each file's parsed dataset, whose pixel data (when larger than
-    ``dicom.DEFER_BYTES``) stay in the file until decoded: every file is read and parsed once,
-    and memory holds one series' headers, not its pixels.
+    Every file is read and parsed once; memory holds one series' headers, not its pixels.
     """
     headers: list[SliceHeader] = []
-    datasets: dict[Path, pydicom.Dataset] = {}
+    files: dict[Path, DicomFile] = {}
     for path in sorted(Path(e.path) for e in os.scandir(series_dir) if e.is_file()):
         try:
-            file_headers, datasets[path] = read_file(path, read)
+            files[path] = reader.read(path)
         except DataError as err:
             problems.add_error(err)
             continue
-        headers.extend(file_headers)
+        headers.extend(files[path].headers)
     if not headers:
-        return [], datasets
+        return [], files
     keys = [(h.shape, tuple(round(r + c, 3) for r, c in zip(h.row_dir, h.col_dir))) for h in headers]
-    shape, orient = Counter(keys).most_common(1)[0][0]
+    majority = Counter(keys).most_common(1)[0][0]
     kept = []
     for h, key in zip(headers, keys):
-        if key != (shape, orient):
-            problems.add(h.path, f"inconsistent slice size/orientation {h.shape} in a series of {shape}")
+        if key != majority:
+            problems.add(h.path, f"inconsistent slice size/orientation {h.shape} in a series of {majority[0]}")
         else:
             kept.append(h)
-    normal = kept[0].normal
-    along = {id(h): sum(p * n for p, n in zip(h.position, normal)) for h in kept}
+    along = {id(h): along_normal(h, kept[0].normal) for h in kept}
     kept.sort(key=lambda h: (along[id(h)], str(h.path), h.frame or 0))
     unique = [kept[0]]
     for h in kept[1:]:
@@ -175,23 +100,19 @@ def series_headers(
             problems.add(h.path, "duplicate slice position")
         else:
             unique.append(h)
-    return unique, datasets
+    return unique, files
 
 
-def _decoded(
-    headers: list[SliceHeader], problems: Problems, datasets: dict[Path, pydicom.Dataset]
+def decoded_frames(
+    headers: list[SliceHeader], *, files: dict[Path, DicomFile], reader: Reader, problems: Problems
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(index, frame)`` for each frame of ``headers`` that decodes (each file decoded once).
-
-    Decoded files leave ``datasets``, so their pixel data is not held twice; yielding frame by
-    frame lets the caller shrink each one before the next is decoded.
-    """
+    """``(index, frame)`` for each of ``headers`` that decodes; each file decoded once, then let go."""
     by_path: dict[Path, list[int]] = defaultdict(list)
     for i, h in enumerate(headers):
         by_path[h.path].append(i)
     for path in sorted(by_path):
         try:
-            frames = decode_pixels(path, datasets.pop(path, None))
+            frames = reader.pixels(files.pop(path))
         except DataError as err:
             problems.add_error(err)
             continue
@@ -204,104 +125,91 @@ def _decoded(
             yield i, frame
 
 
-def load_series(
-    series_dir: Path,
-    *,
-    orientation: str,
-    middle_fraction: float,
-    slice_step: int,
-    img_size: int,
-    clip_percentiles: tuple[float, float],
-    blank_level: float,
-    blank_min_fraction: float,
-    problems: Problems,
-    read: Reader = Path.read_bytes,
-) -> Series | None:
-    """Order, orient, select, normalise and resize one series; None if nothing usable is left.
+def target_slices(plan: SlicePlan, frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index into plan.keep, full-size slice in the target layout)`` from the decoded frames.
 
-    Every header is read; when the series is already acquired in the target plane only the
-    chosen slices are decoded, otherwise every slice is needed to reformat the volume.
+    In the target plane already, each decoded frame is a kept slice and is passed on as soon as
+    decoded (full-size frames are never held together); a reformatted series is stacked first.
     """
-    headers, datasets = series_headers(series_dir, problems, read)
+    if not plan.reformats:
+        for i, frame in frames:
+            yield i, in_plane_layout(frame[None], plan.perm, plan.flips)[0]
+        return
+    volume = np.zeros(plan.source_shape, np.float32)
+    decoded = False
+    for i, frame in frames:
+        volume[i] = frame
+        decoded = True
+    if decoded:
+        volume = in_plane_layout(volume, plan.perm, plan.flips)
+        volume = np.flip(volume, 0) if plan.flips[0] else volume
+        yield from enumerate(volume[list(plan.keep)])
+
+
+def finish(
+    small: dict[int, np.ndarray], *, fill: float, plan: SlicePlan, settings: PreprocessSettings
+) -> Series | None:
+    """Pad the shrunk slices, normalise them together, drop blank ones; None for a constant series."""
+    order = sorted(small)
+    squares = np.stack([pad_square(small[i], size=settings.img_size, fill=fill) for i in order])
+    scaled = normalise(squares, settings.normalisation)
+    if scaled is None:
+        return None
+    z = np.asarray(plan.z)[order]
+    level, min_fraction = settings.blank_level, settings.blank_min_fraction
+    kept = [k for k, square in enumerate(scaled) if not is_blank(square, level=level, min_fraction=min_fraction)]
+    images = np.round(scaled[kept] * 255).astype(np.uint8).reshape(-1, settings.img_size, settings.img_size)
+    return Series(images, z[kept].astype(np.float32))
+
+
+def load_series(series_dir: Path, *, settings: PreprocessSettings, reader: Reader, problems: Problems) -> Series | None:
+    """Order, orient, select, normalise and resize one series; None if nothing usable is left."""
+    headers, files = series_headers(series_dir, reader=reader, problems=problems)
     if not headers:
         problems.add(series_dir, "no readable DICOM slices")
         return None
     try:
-        perm, flips = axis_map(headers[0], orientation)
+        plan = plan_series(
+            headers,
+            orientation=settings.orientation,
+            middle_fraction=settings.middle_fraction,
+            slice_step=settings.slice_step,
+        )
     except DataError as err:
         problems.add_error(err)
         return None
-    normal = headers[0].normal
-    proj = np.array([sum(p * n for p, n in zip(h.position, normal)) for h in headers])
-    slice_gap = float(np.median(np.diff(proj))) if len(proj) > 1 else headers[0].thickness
-    spacing = (slice_gap, *headers[0].spacing)
-    origin = np.asarray(headers[0].position)
-    axis_dirs = [normal, np.asarray(headers[0].col_dir), np.asarray(headers[0].row_dir)]
-    shape = (len(headers), *headers[0].shape)
-    if orientation == "native":
-        along, sign = proj, 1
-    else:
-        lps_axis, sign = ORIENTATIONS[orientation][0]
-        along = np.array([h.position[lps_axis] for h in headers])
-
-    n_target = shape[perm[0]]
-    keep = choose_slices(n_target, middle_fraction=middle_fraction, step=slice_step)
-    source = n_target - 1 - keep if flips[0] else keep  # indices along the un-flipped source axis
-    in_plane = (spacing[perm[1]], spacing[perm[2]])
-    # Each kept slice is shrunk as soon as it is decoded (area averaging is linear, so
+    frames = decoded_frames([headers[k] for k in plan.decode], files=files, reader=reader, problems=problems)
+    # Each slice is shrunk as soon as it is in the target layout (area averaging is linear, so
     # normalising the small stack afterwards gives the same result up to clipping of single hot
-    # pixels): full-size frames are never held together, which would cost memory and page faults.
-    small: dict[int, np.ndarray] = {}
-    fill = np.inf  # the series' minimum, i.e. the background, also for MONOCHROME1 series
-    if perm[0] == 0:
-        for i, frame in _decoded([headers[k] for k in source], problems, datasets):
-            image = in_plane_layout(frame[None], perm, flips)[0]
-            fill = min(fill, float(image.min()))
-            small[i] = shrink(image, spacing=in_plane, size=img_size)
-        decoded = len(small)
-        z = along[source] * sign
-    else:
-        volume = np.zeros(shape, np.float32)
-        decoded = 0
-        for i, frame in _decoded(headers, problems, datasets):
-            volume[i] = frame
-            decoded += 1
-        volume = in_plane_layout(volume, perm, flips)
-        volume = volume[keep] if not flips[0] else np.flip(volume, 0)[keep]
-        if decoded:
-            fill = float(volume.min())
-            small = {i: shrink(image, spacing=in_plane, size=img_size) for i, image in enumerate(volume)}
-        # a reformatted stack (never "native"): positions along the target axis
-        step_mm = axis_dirs[perm[0]][lps_axis] * spacing[perm[0]]
-        z = (origin[lps_axis] + np.arange(n_target) * step_mm)[source] * sign
+    # pixels); the series' minimum, i.e. the background (also for MONOCHROME1), pads them.
+    small, fill = {}, np.inf
+    for i, image in target_slices(plan, frames):
+        fill = min(fill, float(image.min()))
+        small[i] = shrink(image, spacing=plan.spacing, size=settings.img_size)
     if not small:
         return None
-    order = sorted(small)
-    z = z[order]
-    squares = np.stack([pad_square(small[i], size=img_size, fill=fill) for i in order])
-    scaled = normalise(squares, percentiles=clip_percentiles)
-    if scaled is None:
+    series = finish(small, fill=fill, plan=plan, settings=settings)
+    if series is None:
         problems.add(series_dir, "constant intensity, no usable slices")
-        return None
-    images, positions = [], []
-    for square, pos in zip(scaled, z):
-        if not is_blank(square, level=blank_level, min_fraction=blank_min_fraction):
-            images.append(np.round(square * 255).astype(np.uint8))
-            positions.append(pos)
-    if not images:
-        return Series(np.zeros((0, img_size, img_size), np.uint8), np.zeros(0, np.float32), decoded)
-    return Series(np.stack(images), np.asarray(positions, dtype=np.float32), decoded)
+    return series
 
 
-def load_patient(folder: Path, *, series: list[str], problems: Problems, **settings: object) -> dict[str, np.ndarray]:
+def empty_arrays(settings: PreprocessSettings) -> dict[str, np.ndarray]:
+    """The arrays of a patient without usable slices (every key present, no slices)."""
+    empty = Series.empty(settings.img_size)
+    return {key: value for name in settings.series for key, value in ((name, empty.images), (f"{name}_z", empty.z))}
+
+
+def load_patient(
+    folder: Path, *, settings: PreprocessSettings, reader: Reader, problems: Problems
+) -> dict[str, np.ndarray]:
     """Arrays ``{name: (n, size, size) uint8, name + "_z": (n,) float32}`` for each series.
 
-    ``settings`` are the keyword arguments of :func:`load_series` (``read`` included). A missing or unusable series
-    is recorded in ``problems`` and yields empty arrays, so every patient has every key.
+    A missing or unusable series is recorded in ``problems`` and yields empty arrays, so every
+    patient has every key.
     """
-    size = int(settings["img_size"])  # type: ignore[call-overload]
     arrays: dict[str, np.ndarray] = {}
-    for name in series:
+    for name in settings.series:
         result = None
         series_dir = folder / name
         if not series_dir.is_dir():
@@ -309,22 +217,8 @@ def load_patient(folder: Path, *, series: list[str], problems: Problems, **setti
         elif not any(series_dir.iterdir()):
             problems.add(series_dir, "series folder empty")
         else:
-            result = load_series(series_dir, problems=problems, **settings)  # type: ignore[arg-type]
-        if result is None:
-            result = Series(np.zeros((0, size, size), np.uint8), np.zeros(0, np.float32), 0)
+            result = load_series(series_dir, settings=settings, reader=reader, problems=problems)
+        result = result or Series.empty(settings.img_size)
         arrays[name] = result.images
         arrays[f"{name}_z"] = result.z
     return arrays
-
-
-def settings_from_params(params: dict) -> dict[str, object]:
-    """Keyword arguments of :func:`load_series` taken from the ``preprocess`` params section."""
-    return {
-        "orientation": params["orientation"],
-        "middle_fraction": float(params["middle_fraction"]),
-        "slice_step": int(params["slice_step"]),
-        "img_size": int(params["img_size"]),
-        "clip_percentiles": tuple(float(p) for p in params["clip_percentiles"]),
-        "blank_level": float(params["blank_level"]),
-        "blank_min_fraction": float(params["blank_min_fraction"]),
-    }

@@ -1,25 +1,23 @@
-"""Shared fixtures: tiny demo cohorts written with the real generator."""
+"""Shared fixtures: tiny demo cohorts written with the real generator, settings, stage runners."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from stages.cache import PreprocessSettings
 from stages.demo import build_cohort
-from stages.volume import settings_from_params
+from stages.intensity import Normalisation
 
+ROOT = Path(__file__).resolve().parents[1]
+SERIES = ("FLAIR", "T1w", "T1wCE", "T2w")
 TINY = {"n_train": 12, "n_test": 3, "seed": 7, "image_size": 32, "slices": 8, "signal_strength": 1.2, "prevalence": 0.5}
-PREPROCESS = {
-    "orientation": "axial",
-    "middle_fraction": 0.5,
-    "slice_step": 1,
-    "img_size": 16,
-    "clip_percentiles": [0.5, 99.5],
-    "blank_level": 0.1,
-    "blank_min_fraction": 0.02,
-}
 IDENTIFYING = [b"DEMO^PHANTOM", b"DEMO-PID-", b"19000101", b"20000101", b"DEMO PHANTOM INSTITUTE"]
 
 
@@ -30,6 +28,26 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def make_settings(**changes: object) -> PreprocessSettings:
+    """Preprocessing settings for small test images (every slice of the middle half, 16 px)."""
+    base = {
+        "series": SERIES,
+        "orientation": "axial",
+        "middle_fraction": 0.5,
+        "slice_step": 1,
+        "img_size": 16,
+        "normalisation": Normalisation("percentile", clip_percentiles=(0.5, 99.5)),
+        "blank_level": 0.1,
+        "blank_min_fraction": 0.02,
+    }
+    return PreprocessSettings(**{**base, **changes})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings() -> PreprocessSettings:
+    return make_settings()
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +66,59 @@ def clean_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def settings() -> dict:
-    """``load_series`` keyword arguments for small test images."""
-    return settings_from_params(PREPROCESS)
+def write_config(folder: Path, *, raw_dir: Path | None = None, **sections: dict) -> dict[str, str]:
+    """A params.yaml (the repository's, with ``sections`` merged in) and a paths.yaml whose outputs
+    all live in ``folder``; returns the environment that points the stages at them."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if raw_dir is not None:
+        params["data"]["raw_dir"] = str(raw_dir)
+    for section, values in sections.items():
+        params[section].update(values)
+    paths = yaml.safe_load((ROOT / "paths.yaml").read_text())
+    paths["paths"] = {k: str(folder / v) for k, v in paths["paths"].items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (folder / "paths.yaml").write_text(yaml.safe_dump(paths, sort_keys=False))
+    return {
+        **os.environ,
+        "MGMT_PARAMS": str(folder / "params.yaml"),
+        "MGMT_PATHS": str(folder / "paths.yaml"),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def run_stage(name: str, env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m stages.<name>`` in a subprocess, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{name}", *args], env=env, cwd=cwd or ROOT, capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="session")
+def training_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A 40-patient cohort, preprocessed by the stage, with params for quick training (seed CNN,
+    16 px, 3 folds, 2 epochs); returns the run folder and its environment."""
+    folder = tmp_path_factory.mktemp("training")
+    raw = folder / "raw"
+    build_cohort(out_dir=raw, quirks=False, **{**TINY, "n_train": 40, "n_test": 6})
+    env = write_config(
+        folder / "run",
+        raw_dir=raw,
+        preprocess={"img_size": 16, "slice_step": 1},
+        model={"name": "seed_cnn", "series": ["T1wCE"]},
+        train={"epochs": 2, "early_stopping": "off"},
+        cv={"folds": 3},
+    )
+    for name in ("inventory", "preprocess"):
+        proc = run_stage(name, env)
+        assert proc.returncode == 0, proc.stderr
+    return folder / "run", env
+
+
+@pytest.fixture(scope="session")
+def trained_run(training_run: tuple[Path, dict[str, str]]) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
+    """:func:`training_run` after the train stage; returns the folder, environment and train's output."""
+    folder, env = training_run
+    proc = run_stage("train", env)
+    assert proc.returncode == 0, proc.stderr
+    return folder, env, proc

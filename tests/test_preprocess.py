@@ -1,40 +1,33 @@
-"""The preprocess stage: ordering, skips and strict mode, raw data safety, no identities, caching."""
+"""The preprocess stage: skips and strict mode, refusing to destroy, no identities, incremental and
+crash-safe caching, labels aligned."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
-import yaml
 
 from stages import preprocess
-from stages.cohort import discover, normalise_id
-from stages.dicom import DataError
-from stages.volume import Problems, choose_slices, is_blank, normalise, pad_square, shrink
-from tests.conftest import IDENTIFYING, PREPROCESS, tree_digest
+from stages.errors import DataError
+from tests.conftest import IDENTIFYING, ROOT, make_settings, run_stage, tree_digest, write_config
 
-SERIES = ["FLAIR", "T1w", "T1wCE", "T2w"]
-ROOT = Path(__file__).resolve().parents[1]
+FAULTY = ("00109", "00123", "00709")
 
 
-def run(raw: Path, out: Path, settings: dict, *, strict: bool = False, exclude: tuple = ()) -> tuple[list, dict]:
-    return preprocess.run(
-        raw_dir=raw,
-        cache_dir=out / "cache",
-        state_file=out / "state.json",
-        series=SERIES,
-        settings=settings,
-        exclude=list(exclude),
-        strict=strict,
-        workers=2,
-    )
+def run(raw: Path, out: Path, **kwargs) -> preprocess.Outcome:
+    kwargs = {"settings": make_settings(), "workers": 2, **kwargs}
+    return preprocess.run(raw_dir=raw, cache_dir=out / "cache", state_db=out / "state.sqlite", **kwargs)
 
 
 def make_bad_cohort(src: Path, dst: Path) -> dict[str, str]:
@@ -68,60 +61,27 @@ def make_bad_cohort(src: Path, dst: Path) -> dict[str, str]:
     }
 
 
-def test_choose_slices_takes_the_middle_every_kth():
-    assert choose_slices(100, middle_fraction=0.5, step=3).tolist() == list(range(25, 75, 3))
-    assert choose_slices(1, middle_fraction=0.5, step=3).tolist() == [0]
-    assert choose_slices(0, middle_fraction=0.5, step=3).tolist() == []
-
-
-def to_square(image: np.ndarray, *, spacing: tuple[float, float], size: int) -> np.ndarray:
-    return pad_square(shrink(image, spacing=spacing, size=size), size=size, fill=0.0)
-
-
-def test_shrink_and_pad_square_keep_the_aspect_without_stretching():
-    img = np.ones((10, 20), np.float32)
-    out = to_square(img, spacing=(1.0, 1.0), size=20)
-    assert out.shape == (20, 20)
-    assert out[:5].sum() == 0 and out[15:].sum() == 0 and out[5:15].min() == 1  # padded top and bottom
-    anisotropic = to_square(np.ones((10, 10), np.float32), spacing=(2.0, 1.0), size=20)
-    assert anisotropic[:, :5].sum() == 0 and anisotropic[:, 5:15].min() == 1  # 20 mm tall, 10 mm wide
-
-
-def test_normalise_ignores_outliers_and_blank_rule():
-    vol = np.random.default_rng(0).uniform(100, 200, size=(4, 32, 32)).astype(np.float32)
-    vol[0, 0, 0] = 1e6  # a hot pixel must not darken the series
-    scaled = normalise(vol, percentiles=(0.5, 99.5))
-    assert scaled.max() == 1.0 and np.median(scaled) == pytest.approx(0.5, abs=0.05)
-    assert normalise(np.ones((2, 4, 4)), percentiles=(0.5, 99.5)) is None
-    assert is_blank(np.zeros((8, 8)), level=0.1, min_fraction=0.02)
-    assert not is_blank(np.ones((8, 8)), level=0.1, min_fraction=0.02)
-
-
-def test_ids_are_normalised():
-    assert normalise_id("5") == "00005" and normalise_id(" 00709 ") == "00709"
-    assert normalise_id("abc") is None and normalise_id("-1") is None and normalise_id("123456") is None
-
-
-def test_default_cohort_converts_with_recorded_skips(tmp_path, tiny_cohort, settings):
-    rows, report = run(tiny_cohort, tmp_path, settings, exclude=("00109", "00123", "00709"))
-    ids = {r["BraTS21ID"] for r in rows}
-    assert not ids & {"00109", "00123", "00709"}
-    reasons = " ".join(p["file"] + " " + p["reason"] for p in report["problems"])
+def test_the_default_cohort_converts_with_recorded_skips(tmp_path, tiny_cohort):
+    outcome = run(tiny_cohort, tmp_path, exclude=FAULTY)
+    ids = {r["BraTS21ID"] for r in outcome.rows}
+    assert not ids & set(FAULTY) and len(outcome.rows) == 12
+    reasons = " ".join(p["file"] + " " + p["reason"] for p in outcome.report["problems"])
     assert "Thumbs.db" in reasons and "notes.txt" in reasons and "no pixel data" in reasons
-    for r in rows:
-        if r["split"] == "train":
-            with np.load(tmp_path / "cache" / "train" / f"{r['BraTS21ID']}.npz") as npz:
-                for name in SERIES:
-                    assert npz[name].shape == (r[name], 16, 16) and npz[name].dtype == np.uint8
-                    assert np.all(np.diff(npz[f"{name}_z"]) > 0), "slices ordered along the axis"
+    for r in outcome.rows:
+        with np.load(tmp_path / "cache" / r["split"] / f"{r['BraTS21ID']}.npz") as npz:
+            for name in ("FLAIR", "T1w", "T1wCE", "T2w"):
+                assert npz[name].shape == (r[name], 16, 16) and npz[name].dtype == np.uint8
+                assert np.all(np.diff(npz[f"{name}_z"]) > 0), "slices ordered along the axis"
+    config = json.loads((tmp_path / "cache" / "config.json").read_text())
+    assert config["settings"]["img_size"] == 16 and len(config["digest"]) == 64
 
 
-def test_every_bad_case_is_reported_lenient(tmp_path, tiny_cohort, settings):
+def test_every_bad_case_is_reported_and_raw_data_is_never_written(tmp_path, tiny_cohort):
     raw = tmp_path / "raw"
     expected = make_bad_cohort(tiny_cohort, raw)
     before = tree_digest(raw)
-    rows, report = run(raw, tmp_path / "out", settings)
-    problems = [f"{p['file']}: {p['reason']}" for p in report["problems"]]
+    outcome = run(raw, tmp_path / "out")
+    problems = [f"{p['file']}: {p['reason']}" for p in outcome.report["problems"]]
     for file, reason in expected.items():
         assert any(p.startswith(file) and reason in p for p in problems), (file, reason, problems)
     joined = "\n".join(problems)
@@ -131,152 +91,165 @@ def test_every_bad_case_is_reported_lenient(tmp_path, tiny_cohort, settings):
         "non-numeric BraTS21ID",
         "is not 0 or 1",
         "not a DICOM file",
-        "no pixel data",
-        "truncated",
     ):
         assert needle in joined, needle
-    assert tree_digest(raw) == before, "raw data must never be written"
-    assert {r["BraTS21ID"] for r in rows if r["split"] == "train"} >= {"00109"}
+    assert tree_digest(raw) == before
+    assert "00109" in {r["BraTS21ID"] for r in outcome.rows}
+
+
+def test_patients_csv_carries_the_labels_of_train_labels_csv(tmp_path, clean_cohort):
+    env = write_config(tmp_path, raw_dir=clean_cohort, preprocess={"img_size": 16})
+    assert run_stage("preprocess", env).returncode == 0
+    table = pd.read_csv(tmp_path / "data/patients.csv", dtype=str, keep_default_na=False)
+    assert list(table.columns) == ["split", "BraTS21ID", "MGMT_value", "FLAIR", "T1w", "T1wCE", "T2w"]
+    labels = pd.read_csv(clean_cohort / "train_labels.csv", dtype=str).set_index("BraTS21ID")["MGMT_value"]
+    train = table[table["split"] == "train"].set_index("BraTS21ID")["MGMT_value"]
+    assert train.to_dict() == labels.drop(list(FAULTY)).to_dict()
+    assert (table.loc[table["split"] == "test", "MGMT_value"] == "").all()
 
 
 def test_strict_mode_stops_with_one_line_naming_the_file(tmp_path, tiny_cohort):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"]["raw_dir"] = str(tiny_cohort)
-    params["preprocess"].update(PREPROCESS, strict=True, workers=1)
-    params["paths"] = {k: str(tmp_path / Path(v).name) for k, v in params["paths"].items()}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "MGMT_PARAMS": str(tmp_path / "params.yaml"), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "stages.preprocess"], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 1
+    env = write_config(tmp_path, raw_dir=tiny_cohort, preprocess={"img_size": 16, "strict": True, "workers": 1})
+    proc = run_stage("preprocess", env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("preprocess: ") and "Traceback" not in proc.stderr
+    assert last.startswith("preprocess: ") and "preprocess.strict" in last
     assert ".dcm" in last or "Thumbs.db" in last or "notes.txt" in last or "T2w" in last
 
 
-def test_strict_run_raises_data_error(tmp_path, tiny_cohort, settings):
-    with pytest.raises(DataError):
-        run(tiny_cohort, tmp_path, settings, strict=True)
+def test_strict_mode_fails_on_problems_remembered_from_cached_entries(tmp_path, tiny_cohort):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_cohort, raw)
+    (raw / "train_labels.csv").write_text((raw / "train_labels.csv").read_text())  # same content
+    run(raw, tmp_path, exclude=FAULTY)  # lenient: every problem recorded in its entry
+    with pytest.raises(DataError, match="preprocess.strict"):
+        run(raw, tmp_path, exclude=FAULTY, strict=True)  # converts nothing, still fails
 
 
-def test_no_identifying_values_leave_the_raw_files(tmp_path, tiny_cohort, settings):
+def test_nothing_is_deleted_for_a_root_that_cannot_be_a_dataset(tmp_path, clean_cohort):
+    env = write_config(tmp_path / "run", raw_dir=clean_cohort, preprocess={"img_size": 16})
+    assert run_stage("preprocess", env).returncode == 0
+    cache = tmp_path / "run" / "data" / "cache"
+    before = tree_digest(cache)
+    empty, unlabelled = tmp_path / "empty", tmp_path / "unlabelled"
+    empty.mkdir()
+    shutil.copytree(clean_cohort / "train", unlabelled / "train")
+    for raw in (empty, unlabelled):
+        env = write_config(tmp_path / "run", raw_dir=raw, preprocess={"img_size": 16})
+        proc = run_stage("preprocess", env)
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and str(raw) in proc.stderr
+        assert tree_digest(cache) == before
+
+
+def test_no_identifying_values_in_any_output_or_log(tmp_path, tiny_cohort):
     ds = pydicom.dcmread(next(tiny_cohort.rglob("Image-*.dcm")))
     assert str(ds.PatientName).startswith("DEMO^PHANTOM")  # the raw files do carry them
-    rows, report = run(tiny_cohort, tmp_path, settings)
-    (tmp_path / "report.json").write_text(json.dumps(report))
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            for value in IDENTIFYING:
-                assert value not in data, (path, value)
+    env = write_config(tmp_path, raw_dir=tiny_cohort, preprocess={"img_size": 16})
+    proc = run_stage("preprocess", env)
+    assert proc.returncode == 0
+    outputs = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    for value in IDENTIFYING:
+        assert value.decode() not in proc.stderr + proc.stdout
+        assert not any(value in data for data in outputs), value
 
 
-def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    from stages import io
-
-    target = tmp_path / "x.npz"
-    io.save_npz(target, {"a": np.arange(3)})
-    before = target.read_bytes()
-
-    def boom(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(io.os, "replace", boom)
-    with pytest.raises(KeyboardInterrupt):
-        io.save_npz(target, {"a": np.arange(5)})
-    assert target.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]
-
-
-def test_cache_files_are_reproducible(tmp_path, clean_cohort, settings):
-    run(clean_cohort, tmp_path / "a", settings)
-    run(clean_cohort, tmp_path / "b", settings)
+def test_cache_files_are_reproducible_across_workers_and_readers(tmp_path, tiny_cohort):
+    a = run(tiny_cohort, tmp_path / "a", workers=2, reader="fast")
+    b = run(tiny_cohort, tmp_path / "b", workers=1, reader="plain")
     assert tree_digest(tmp_path / "a" / "cache") == tree_digest(tmp_path / "b" / "cache")
+    assert a.rows == b.rows and a.report == b.report
 
 
-def test_incremental_rerun_converts_only_what_changed(tmp_path, clean_cohort, settings, monkeypatch):
+def test_incremental_rerun_converts_only_what_changed(tmp_path, clean_cohort, monkeypatch):
     raw = tmp_path / "raw"
     shutil.copytree(clean_cohort, raw)
-    run(raw, tmp_path / "inc", settings)
-    # grow by two patients, change one file of a third, drop a fourth
+    run(raw, tmp_path / "inc")
     train = sorted(p.name for p in (raw / "train").iterdir())
     labels = (raw / "train_labels.csv").read_text()
-    for new, src in (("00990", train[0]), ("00991", train[1])):
+    for new, src in (("00990", train[0]), ("00991", train[1])):  # grow by two patients
         shutil.copytree(raw / "train" / src, raw / "train" / new)
         labels += f"{new},1\n"
-    (raw / "train_labels.csv").write_text(labels)
-    changed = sorted((raw / "train" / train[2] / "T1wCE").iterdir())[3]
+    changed = sorted((raw / "train" / train[2] / "T1wCE").iterdir())[3]  # change one file of a third
     ds = pydicom.dcmread(changed)
     ds.PixelData = (ds.pixel_array // 2).astype(np.uint16).tobytes()
     ds.save_as(changed, enforce_file_format=True)
-    shutil.rmtree(raw / "train" / train[3])
-    (raw / "train_labels.csv").write_text(
-        "".join(line + "\n" for line in labels.splitlines() if not line.startswith(train[3]))
-    )
+    shutil.rmtree(raw / "train" / train[3])  # and drop a fourth
+    (raw / "train_labels.csv").write_text("".join(f"{x}\n" for x in labels.splitlines() if not x.startswith(train[3])))
 
-    converted = []
+    converted: list[str] = []
     original = preprocess.convert_patient
-
-    def recording(task, **kwargs):
-        converted.append(task["entry"])
-        return original(task, **kwargs)
-
-    monkeypatch.setattr(preprocess, "convert_patient", recording)
-    kwargs = {
-        "cache_dir": tmp_path / "inc" / "cache",
-        "state_file": tmp_path / "inc" / "state.json",
-        "series": SERIES,
-        "settings": settings,
-        "exclude": [],
-        "strict": False,
-        "workers": 1,
-    }
-    rows, report = preprocess.run(raw_dir=raw, **kwargs)
+    monkeypatch.setattr(
+        preprocess, "convert_patient", lambda task, **kw: converted.append(task.name) or original(task, **kw)
+    )
+    outcome = run(raw, tmp_path / "inc", workers=1)
     assert sorted(converted) == sorted(["train/00990", "train/00991", f"train/{train[2]}"])
     assert not (tmp_path / "inc" / "cache" / "train" / f"{train[3]}.npz").exists()
-    # unchanged, and unchanged content without the stat cache (a fresh clone): nothing converted
     converted.clear()
-    preprocess.run(raw_dir=raw, **kwargs)
-    (tmp_path / "inc" / "state.json").unlink()
-    preprocess.run(raw_dir=raw, **kwargs)
+    run(raw, tmp_path / "inc", workers=1)  # unchanged
+    (tmp_path / "inc" / "state.sqlite").unlink()
+    run(raw, tmp_path / "inc", workers=1)  # unchanged content, no stat cache (a fresh clone)
     assert converted == []
     monkeypatch.undo()
-    fresh_rows, fresh_report = run(raw, tmp_path / "fresh", settings)
+    fresh = run(raw, tmp_path / "fresh")
     assert tree_digest(tmp_path / "inc" / "cache") == tree_digest(tmp_path / "fresh" / "cache")
-    assert rows == fresh_rows and report == fresh_report
+    assert outcome.rows == fresh.rows and outcome.report == fresh.report
 
 
-def test_discover_matches_labels_and_folders(clean_cohort):
-    problems = Problems()
-    patients = discover(clean_cohort, exclude=["00109"], problems=problems)
-    train = [p for p in patients if p.split == "train"]
-    assert "00109" not in {p.pid for p in train} and len(train) == 11
-    assert all(p.label in (0, 1) for p in train) and problems.items == []
+def test_a_knob_the_method_does_not_use_converts_nothing(tmp_path, clean_cohort):
+    from stages.params import load_params
+
+    base = load_params(ROOT / "params.yaml").preprocess
+    first = run(
+        clean_cohort, tmp_path, settings=preprocess.settings_from_params(base.model_copy(update={"img_size": 16}))
+    )
+    again = base.model_copy(
+        update={"img_size": 16, "ceiling": 9.0}
+        if base.normalisation == "percentile"
+        else {"img_size": 16, "clip_percentiles": (1.0, 99.0)}
+    )
+    assert run(clean_cohort, tmp_path, settings=preprocess.settings_from_params(again)).converted == 0
+    assert first.converted == 15  # 12 training and 3 test patients
 
 
-def test_read_with_stat_returns_whole_content_and_its_stat(tmp_path, monkeypatch):
-    from stages import io
-
-    path = tmp_path / "f.bin"
-    payload = bytes(range(256)) * 1000
-    path.write_bytes(payload)
-    st, data = io.read_with_stat(path)
-    assert data == payload and st.st_size == len(payload) and st.st_mtime_ns == path.stat().st_mtime_ns
-    # short reads (allowed by POSIX) are completed
-    real_pread = os.pread
-    monkeypatch.setattr(io.os, "pread", lambda fd, n, off: real_pread(fd, min(n, 1000), off))
-    assert io.read_with_stat(path)[1] == payload
+def entry_times(cache: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in cache.glob("*/*.npz")}
 
 
-def test_read_range_reads_exactly_the_range(tmp_path, monkeypatch):
-    from stages import io
-
-    path = tmp_path / "f.bin"
-    payload = bytes(range(256)) * 1000
-    path.write_bytes(payload)
-    assert io.read_range(path, 1000, 5000) == payload[1000:6000]
-    assert io.read_range(path, len(payload) - 10, 100) == payload[-10:]  # fewer at the end
-    real_pread = os.pread
-    monkeypatch.setattr(io.os, "pread", lambda fd, n, off: real_pread(fd, min(n, 700), off))
-    assert io.read_range(path, 1000, 5000) == payload[1000:6000]
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_an_interrupted_run_is_repaired_by_the_next(tmp_path, tiny_cohort, sig):
+    """Interrupt a run with changed parameters at several points, revert them, rerun: every output
+    equals a run from scratch, byte for byte."""
+    reference = tmp_path / "reference"
+    env_ref = write_config(reference, raw_dir=tiny_cohort, preprocess={"img_size": 16, "workers": 1})
+    assert run_stage("preprocess", env_ref).returncode == 0
+    work = tmp_path / "work"
+    env = write_config(work, raw_dir=tiny_cohort, preprocess={"img_size": 16, "workers": 2})
+    assert run_stage("preprocess", env).returncode == 0
+    cache = work / "data" / "cache"
+    interrupted, reported = 0, 0
+    for after, size in ((0, 24), (1, 20), (4, 28), (9, 18)):  # entries rewritten before the signal; new sizes
+        changed = write_config(work, raw_dir=tiny_cohort, preprocess={"img_size": size, "workers": 2})
+        start = time.time_ns()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.preprocess"],
+            cwd=ROOT,
+            env=changed,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        while proc.poll() is None and sum(t > start for t in entry_times(cache).values()) < after:
+            time.sleep(0.002)
+        with contextlib.suppress(ProcessLookupError):  # finished first
+            os.killpg(proc.pid, sig)
+        _, err = proc.communicate()
+        interrupted += proc.returncode != 0
+        reported += err.strip().endswith("\npreprocess: interrupted") or err.strip() == "preprocess: interrupted"
+    assert interrupted >= 3
+    if sig == signal.SIGINT:  # Ctrl-C during the work ends with one line (at start-up Python may die first)
+        assert reported >= 2
+    env = write_config(work, raw_dir=tiny_cohort, preprocess={"img_size": 16, "workers": 2})
+    assert run_stage("preprocess", env).returncode == 0
+    assert tree_digest(cache) == tree_digest(reference / "data" / "cache")
+    for name in ("data/patients.csv", "reports/preprocess.json"):
+        assert (work / name).read_bytes() == (reference / name).read_bytes()

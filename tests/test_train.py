@@ -1,185 +1,87 @@
-"""Model zoo, patient-grouped splits, the streamed input pipeline, evaluation and submission."""
+"""The train stage: no held-out patient ever trains or stops its model, byte-stable models, quiet logs."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
+
 import pandas as pd
-import pytest
-import tensorflow as tf
+import yaml
 
-from stages.data import patient_dataset, predict_patients, sample_count, sample_loader, samples_from_arrays
-from stages.evaluate import bayes_auc, fold_metrics, patient_predictions
-from stages.io import save_npz
-from stages.models import build_model, seed_cnn
-from stages.predict import submission_rows
-from stages.train import choose_strategy, eligible_patients, inner_split, patient_folds
+from stages import train, training
+from stages.cohort import read_patients
+from stages.params import load_params, load_paths
+from tests.conftest import run_stage, tree_digest
+
+TF_NOISE = ("oneDNN", "absl", "I0000", "E0000", "W0000", "cuda", "TensorFlow binary", "rebuild TensorFlow")
 
 
-def test_seed_cnn_is_the_seed_architecture():
-    model = seed_cnn(img_size=32)
-    assert model.count_params() == 182_466
-    kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == [
-        "Rescaling",
-        "Conv2D",
-        "MaxPooling2D",
-        "Conv2D",
-        "MaxPooling2D",
-        "Dropout",
-        "Flatten",
-        "Dense",
-        "Dense",
+def test_the_stage_writes_models_predictions_and_logs(trained_run):
+    folder, _, proc = trained_run
+    assert sorted(p.name for p in (folder / "models").iterdir()) == [
+        "model_card.json",
+        "repeat0_fold0.keras",
+        "repeat0_fold1.keras",
+        "repeat0_fold2.keras",
     ]
-    assert model.output_shape == (None, 2)
+    patients = pd.read_csv(folder / "predictions/oof_patients.csv", dtype={"BraTS21ID": str})
+    table = read_patients(folder / "data/patients.csv")
+    train_ids = table.loc[(table["split"] == "train") & (table["T1wCE"].astype(int) > 0), "BraTS21ID"]
+    assert sorted(patients["BraTS21ID"]) == sorted(train_ids), "every training patient scored once"
+    labels = table[table["split"] == "train"].set_index("BraTS21ID")["MGMT_value"].astype(int)
+    assert patients.set_index("BraTS21ID")["MGMT_value"].to_dict() == labels.loc[patients["BraTS21ID"]].to_dict()
+    card = json.loads((folder / "models/model_card.json").read_text())
+    assert card["preprocess"]["img_size"] == 16 and card["input_kind"] == "slices" and len(card["models"]) == 3
+    curves = pd.read_csv(folder / "training/curves.csv")
+    assert len(curves) == 3 * 2 and set(curves.columns) >= {"fold", "epoch", "loss", "val_loss", "val_patient_auc"}
 
 
-@pytest.mark.parametrize("name,shape", [("cnn25d", (4, 24, 24, 3)), ("cnn3d", (2, 6, 24, 24, 3))])
-def test_other_models_take_their_inputs(name, shape):
-    model = build_model(name, img_size=24, series=["FLAIR", "T1wCE", "T2w"], depth=6)
-    out = model.predict(np.zeros(shape, np.uint8), verbose=0)
-    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
-    with pytest.raises(ValueError):
-        build_model("resnet999", img_size=24, series=["T1wCE"], depth=6)
+def test_stderr_holds_one_line_per_fold_and_no_tensorflow_noise(trained_run):
+    _, _, proc = trained_run
+    lines = proc.stderr.strip().splitlines()
+    assert [line.split(":")[1].strip() for line in lines[:3]] == ["repeat0_fold0", "repeat0_fold1", "repeat0_fold2"]
+    assert len(lines) == 4 and lines[-1].startswith("train: trained 3 models")
+    for word in TF_NOISE:
+        assert word not in proc.stderr, word
 
 
-def test_folds_never_share_a_patient_and_are_stratified():
-    rng = np.random.default_rng(0)
-    ids = np.array([f"{i:05d}" for i in range(100)])
-    labels = (rng.random(100) < 0.5).astype(int)
-    folds = patient_folds(labels, ids, folds=5, seed=1)
-    held_out = np.concatenate([test for _, test in folds])
-    assert sorted(held_out) == list(range(100)), "every patient held out exactly once"
-    for train, test in folds:
-        assert not set(ids[train]) & set(ids[test])
-        assert abs(labels[test].mean() - labels.mean()) < 0.1
-        inner, val = inner_split(labels[train], ids[train], val_fraction=0.2, seed=3)
-        assert not set(ids[train][inner]) & set(ids[train][val])
-        assert 0.15 < len(val) / len(train) < 0.25
-    assert [t.tolist() for _, t in folds] == [t.tolist() for _, t in patient_folds(labels, ids, folds=5, seed=1)]
-    with pytest.raises(ValueError):
-        patient_folds(labels, ids, folds=1, seed=1)
+def test_models_are_byte_identical_when_trained_again(trained_run, tmp_path):
+    folder, env, _ = trained_run
+    before = tree_digest(folder / "models")
+    paths = yaml.safe_load((folder / "paths.yaml").read_text())
+    paths["paths"]["models_dir"] = str(tmp_path / "models")
+    (tmp_path / "paths.yaml").write_text(yaml.safe_dump(paths))
+    assert run_stage("train", {**env, "MGMT_PATHS": str(tmp_path / "paths.yaml")}).returncode == 0
+    assert tree_digest(tmp_path / "models") == before
 
 
-def arrays(n: dict[str, int], size: int = 8) -> dict[str, np.ndarray]:
-    out = {}
-    for k, (name, count) in enumerate(n.items()):
-        out[name] = np.full((count, size, size), k + 1, np.uint8)
-        out[f"{name}_z"] = np.arange(count, dtype=np.float32) * (k + 1)
-    return out
+def test_no_held_out_patient_trains_or_stops_its_model(training_run, monkeypatch, tmp_path):
+    folder, _ = training_run
+    params, paths = load_params(folder / "params.yaml"), load_paths(folder / "paths.yaml")
+    seen = []
+    real = training.fit_fold
 
+    def spy(data, **kwargs):
+        seen.append((kwargs["name"], {p.stem for p in data.fit_paths}, {p.stem for p in data.val_paths}))
+        return real(data, **kwargs)
 
-def test_samples_for_each_input_kind():
-    a = arrays({"FLAIR": 3, "T1wCE": 5})
-    assert samples_from_arrays(a, kind="slices", series=["T1wCE"], depth=4).shape == (5, 8, 8, 1)
-    stack = samples_from_arrays(a, kind="stack", series=["T1wCE", "FLAIR"], depth=4)
-    assert stack.shape == (5, 8, 8, 2) and stack[..., 0].max() == 2 and stack[..., 1].max() == 1
-    assert samples_from_arrays(a, kind="volume", series=["T1wCE", "FLAIR"], depth=4).shape == (1, 4, 8, 8, 2)
-    a["FLAIR"] = a["FLAIR"][:0]
-    assert len(samples_from_arrays(a, kind="stack", series=["T1wCE", "FLAIR"], depth=4)) == 0
-    assert sample_count({"T1wCE": 5, "FLAIR": 0}, kind="stack", series=["T1wCE", "FLAIR"]) == 0
-    assert sample_count({"T1wCE": 5, "FLAIR": 3}, kind="slices", series=["T1wCE", "FLAIR"]) == 8
-
-
-def test_eligible_patients_need_samples():
-    table = pd.DataFrame(
-        {
-            "split": ["train", "train", "test"],
-            "BraTS21ID": ["00001", "00002", "00003"],
-            "MGMT_value": ["1", "0", ""],
-            "T1wCE": [3, 0, 4],
-            "FLAIR": [2, 2, 2],
-        }
+    monkeypatch.setattr(training, "fit_fold", spy)
+    cohort = train.prepare(params, paths)
+    out = train.cross_validate(
+        cohort, params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})}), models_dir=tmp_path
     )
-    assert eligible_patients(table, series=["T1wCE"], kind="slices")["BraTS21ID"].tolist() == ["00001"]
+    held = pd.DataFrame(out.patients)
+    assert len(seen) == 3
+    for k, (name, fit, val) in enumerate(seen):
+        test = set(held.loc[held["fold"] == k, "BraTS21ID"])
+        assert name == f"repeat0_fold{k}" and test and not (fit | val) & test and not fit & val
+        assert fit | val | test == set(cohort.ids)
 
 
-@pytest.fixture
-def cache(tmp_path):
-    paths, labels = [], []
-    for i in range(6):
-        path = tmp_path / f"{i:05d}.npz"
-        save_npz(path, {"T1wCE": np.full((i + 1, 8, 8), 10 * i, np.uint8), "T1wCE_z": np.arange(i + 1.0)})
-        paths.append(path)
-        labels.append(i % 2)
-    return paths, labels
-
-
-def test_patient_dataset_streams_every_sample_once_per_epoch(cache):
-    paths, labels = cache
-    load = sample_loader(kind="slices", series=["T1wCE"], depth=1)
-    spec = tf.TensorSpec((8, 8, 1), tf.uint8)
-    ds = patient_dataset(paths, labels, load=load, spec=spec, n_samples=21, batch_size=4, shuffle_buffer=64, seed=0)
-    assert ds.cardinality().numpy() == 6
-    epoch1 = [(x.numpy(), y.numpy()) for x, y in ds]
-    epoch2 = [(x.numpy(), y.numpy()) for x, y in ds]
-    assert sum(len(x) for x, _ in epoch1) == 21 and sum(len(x) for x, _ in epoch2) == 21
-    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(epoch1, epoch2)), "reshuffled each epoch"
-    again = patient_dataset(paths, labels, load=load, spec=spec, n_samples=21, batch_size=4, shuffle_buffer=64, seed=0)
-    assert all(np.array_equal(a[1], b[1]) for a, b in zip(epoch1, [(x.numpy(), y.numpy()) for x, y in again]))
-
-
-def test_predict_patients_keeps_patient_order(cache, tmp_path):
-    paths, _ = cache
-    model = build_model("cnn25d", img_size=8, series=["T1wCE"], depth=1)
-    load = sample_loader(kind="slices", series=["T1wCE"], depth=1)
-    missing = tmp_path / "missing.npz"
-    probs = predict_patients(model, [paths[2], missing, paths[0]], load=load, batch_size=4)
-    assert [len(p) for p in probs] == [3, 0, 1]
-    assert predict_patients(model, [missing], load=load, batch_size=4)[0].size == 0
-
-
-def test_mirrored_strategy_trains_on_cpu(cache):
-    strategy = choose_strategy("mirrored")
-    assert isinstance(strategy, tf.distribute.MirroredStrategy)
-    assert isinstance(choose_strategy("auto"), type(tf.distribute.get_strategy()))
-    with strategy.scope():
-        model = build_model("cnn25d", img_size=8, series=["T1wCE"], depth=1)
-        model.compile(optimizer="adam", loss="categorical_crossentropy")
-    paths, labels = cache
-    load = sample_loader(kind="slices", series=["T1wCE"], depth=1)
-    ds = patient_dataset(
-        paths,
-        labels,
-        load=load,
-        spec=tf.TensorSpec((8, 8, 1), tf.uint8),
-        n_samples=21,
-        batch_size=4 * strategy.num_replicas_in_sync,
-        shuffle_buffer=8,
-        seed=0,
-    )
-    history = model.fit(ds, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    with pytest.raises(ValueError):
-        choose_strategy("sometimes")
-
-
-def test_patient_level_metrics():
-    slices = pd.DataFrame(
-        {
-            "BraTS21ID": ["00001"] * 3 + ["00002"] * 2 + ["00003", "00004"],
-            "fold": [0, 0, 0, 0, 0, 1, 1],
-            "MGMT_value": [1, 1, 1, 0, 0, 1, 0],
-            "sample": [0, 1, 2, 0, 1, 0, 0],
-            "prob": [0.9, 0.1, 0.5, 0.2, 0.4, 0.3, 0.8],
-        }
-    )
-    patients = patient_predictions(slices)
-    assert patients["prob"].round(6).tolist() == [0.5, 0.3, 0.3, 0.8]
-    metrics = fold_metrics(patients)
-    assert metrics["roc_auc_fold_0"] == 1.0 and metrics["roc_auc_fold_1"] == 0.0
-    assert metrics["roc_auc"] == pytest.approx(0.25) and metrics["n_patients"] == 4
-    assert metrics["roc_auc_fold_mean"] == 0.5 and metrics["roc_auc_fold_std"] == pytest.approx(np.sqrt(0.5))
-    oracle = pd.DataFrame(
-        {"BraTS21ID": ["00004", "00003", "00002", "00001", "00009"], "oracle_score": ["-1", "2", "0", "3", ""]}
-    )
-    assert bayes_auc(patients, oracle) == 1.0
-    assert bayes_auc(patients, oracle.assign(oracle_score="")) is None
-
-
-def test_submission_rows_match_by_id():
-    ids = ["00005", "00002", "00009"]
-    rows, fallback = submission_rows(ids, [0.7, None, 0.1], prevalence=0.52)
-    assert dict((r["BraTS21ID"], r["MGMT_value"]) for r in rows) == {"00005": 0.7, "00002": 0.52, "00009": 0.1}
-    assert fallback == ["00002"]
-    with pytest.raises(ValueError):
-        submission_rows(["00001", "00001"], [0.1, 0.2], prevalence=0.5)
+def test_too_many_folds_for_the_cohort_is_one_line(training_run, tmp_path):
+    folder, env = training_run
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["cv"]["folds"] = 30
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run_stage("train", {**env, "MGMT_PARAMS": str(tmp_path / "params.yaml")})
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "cv.folds: 30 is not allowed: more folds than patients of the smaller class" in proc.stderr

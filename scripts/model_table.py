@@ -1,0 +1,223 @@
+"""The README's model table: out-of-fold patient AUC of every model and normalisation, over CV seeds.
+
+    python scripts/model_table.py [--size default large] [--seeds 42 1 2] [--rows ...]   # hours on 2 cores
+
+Each cell runs the pipeline's own stage code in this process (demo, preprocess, train, evaluate),
+exactly what ``dvc exp run`` with the same parameters runs (the command of every row is printed),
+from ``params.yaml`` with the row's changes. Demo cohorts and preprocessed caches are shared
+between rows with the same settings. Results go to ``scripts/out/results.jsonl`` as they come
+(a rerun skips what is there) and the table is printed as markdown: mean +- sd over the seeds,
+beside the permuted-label control, the intensity-quantile probe and the Bayes-optimal AUC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "scripts" / "out"
+SIZES = {"default": {}, "large": {"demo.n_train": 600, "demo.n_test": 60}}
+NORMS = {
+    "percentile": {"preprocess.normalisation": "percentile"},
+    "reference": {"preprocess.normalisation": "reference"},
+}
+ROWS = {  # row -> changes to params.yaml (the normalisation is added per column)
+    "seed preset": "seed",
+    "seed_cnn": {"model.name": "seed_cnn"},
+    "mil_cnn (recommended)": {},
+    "cnn25d": {"model.name": "cnn25d", "model.series": ["FLAIR", "T1w", "T1wCE", "T2w"]},
+    "cnn3d": {"model.name": "cnn3d"},
+    "resnet3d": {"model.name": "resnet3d"},
+}
+
+
+def preset(name: str) -> dict[str, object]:
+    from stages.preset import preset_values
+
+    return {f"{s}.{k}": v for s, values in preset_values(name).items() for k, v in values.items()}
+
+
+def params_with(changes: dict[str, object]):  # noqa: ANN201 - stages.params.Params
+    from stages.params import Params
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split(".", 1)
+        data[section][key] = value
+    return Params.model_validate(data)
+
+
+def key(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def demo_dir(params, *, permuted: bool) -> Path:  # noqa: ANN001
+    from stages.demo import build_cohort
+
+    path = OUT / f"demo_{key(params.demo.model_dump())}"
+    if not (path / "train_labels.csv").exists():
+        build_cohort(out_dir=path, **params.demo.model_dump())
+    if not permuted:
+        return path
+    copy = path.with_name(path.name + "_permuted")
+    if not (copy / "train_labels.csv").exists():
+        import pandas as pd
+
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(path, copy, copy_function=lambda s, d: Path(d).hardlink_to(s))
+        labels = pd.read_csv(path / "train_labels.csv", dtype=str)
+        labels["MGMT_value"] = np.random.default_rng(0).permutation(labels["MGMT_value"].to_numpy())
+        (copy / "train_labels.csv").unlink()
+        labels.to_csv(copy / "train_labels.csv", index=False)
+    return copy
+
+
+def run_cell(params, *, permuted: bool = False) -> dict:  # noqa: ANN001
+    """Preprocess (shared by settings), train and evaluate one configuration; returns the metrics."""
+    from stages import evaluate, preprocess, train
+    from stages.cohort import read_oracle
+    from stages.io import write_csv
+    from stages.params import Paths
+    from stages.probe import cache_features, probe_auc
+
+    raw = demo_dir(params, permuted=permuted)
+    settings = preprocess.settings_from_params(params.preprocess)
+    cache = OUT / f"cache_{key([str(raw), settings.to_dict()])}"
+    if not (cache / "patients.csv").exists():
+        outcome = preprocess.run(
+            raw_dir=raw,
+            cache_dir=cache / "cache",
+            state_db=OUT / "state.sqlite",
+            settings=settings,
+            exclude=params.preprocess.exclude,
+            workers=params.preprocess.workers,
+        )
+        write_csv(cache / "patients.csv", outcome.rows, ["split", "BraTS21ID", "MGMT_value", *params.preprocess.series])
+    out = OUT / "runs" / key([str(raw), params.model_dump(mode="json")])
+    paths = Paths(
+        **{f: str(out / f) for f in Paths.model_fields}
+        | {"cache_dir": str(cache / "cache"), "patients": str(cache / "patients.csv")}
+    )
+    import pandas as pd
+
+    if not (out / "oof" / "oof_patients.csv").exists():
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        cohort = train.prepare(params, paths)
+        result = train.cross_validate(cohort, params, models_dir=out / "models")
+        train.write_outputs(result, cohort=cohort, params=params, paths=paths)
+    patients = pd.read_csv(out / "oof" / "oof_patients.csv", dtype={"BraTS21ID": str})
+    slices = pd.read_csv(out / "oof" / "oof_slices.csv", dtype={"BraTS21ID": str})
+    metrics = evaluate.evaluate(
+        patients=patients, slices=slices, oracle=read_oracle(raw), pooling=params.cv.pooling, seed=params.cv.seed
+    )
+    table = pd.read_csv(cache / "patients.csv", dtype=str, keep_default_na=False)
+    train_rows = table[(table["split"] == "train") & (table["T1wCE"].astype(int) > 0)]
+    features = cache_features(cache / "cache", list(train_rows["BraTS21ID"]), series="T1wCE")
+    metrics["probe_auc"] = probe_auc(features, train_rows["MGMT_value"].astype(int).to_numpy(), seed=params.cv.seed)
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+
+
+def command(changes: dict[str, object]) -> str:
+    from stages.preset import _flow
+
+    return "dvc exp run " + " ".join(f"-S {k}={_flow(v)}" for k, v in changes.items())
+
+
+def cells(sizes: list[str], seeds: list[int], rows: list[str]) -> list[tuple[str, str, str, int, dict]]:
+    out = []
+    for size in sizes:
+        for row in rows:
+            base = preset(ROWS[row]) if isinstance(ROWS[row], str) else dict(ROWS[row])
+            norms = ["preset"] if isinstance(ROWS[row], str) else list(NORMS)
+            for norm in norms:
+                for seed in seeds:
+                    out.append((size, row, norm, seed, {**SIZES[size], **base, **NORMS.get(norm, {}), "cv.seed": seed}))
+        for seed in seeds:
+            out.append(
+                (
+                    size,
+                    "mil_cnn, permuted labels",
+                    "reference",
+                    seed,
+                    {**SIZES[size], **NORMS["reference"], "cv.seed": seed},
+                )
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--table-only", action="store_true", help="print the table of the results so far")
+    args = parser.parse_args()
+    from stages.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results_file = OUT / "results.jsonl"
+    done = (
+        {json.loads(line)["id"]: json.loads(line) for line in results_file.read_text().splitlines()}
+        if results_file.exists()
+        else {}
+    )
+    for size, row, norm, seed, changes in cells(args.size, args.seeds, args.rows):
+        cell_id = key(changes) + ("-permuted" if "permuted" in row else "")
+        if cell_id in done or args.table_only:
+            continue
+        start = time.perf_counter()
+        metrics = run_cell(params_with(changes), permuted="permuted" in row)
+        record = {
+            "id": cell_id,
+            "size": size,
+            "row": row,
+            "norm": norm,
+            "seed": seed,
+            "command": command(changes),
+            "seconds": round(time.perf_counter() - start),
+            **metrics,
+        }
+        done[cell_id] = record
+        with results_file.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        print(
+            f"{size} | {row} | {norm} | seed {seed}: patient AUC {metrics['patient_auc']:.3f} ({record['seconds']} s)",
+            flush=True,
+        )
+    print_table(list(done.values()))
+
+
+def print_table(records: list[dict]) -> None:
+    """Markdown: one line per size, row and normalisation; mean +- sd over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["size"], r["row"], r["norm"]), []).append(r)
+
+    def stat(rs: list[dict], k: str) -> str:
+        v = np.array([r[k] for r in rs if k in r])
+        return f"{v.mean():.3f} +- {v.std(ddof=1):.3f}" if len(v) > 1 else (f"{v[0]:.3f}" if len(v) else "-")
+
+    print("\n| cohort | model | normalisation | patient AUC (mean +- sd) | fold AUC mean | probe | Bayes | seeds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (size, row, norm), rs in sorted(
+        groups.items(), key=lambda kv: (list(SIZES).index(kv[0][0]), kv[0][1], kv[0][2])
+    ):
+        cells = [stat(rs, k) for k in ("patient_auc", "fold_auc_mean", "probe_auc", "bayes_auc")]
+        print(f"| {size} | {row} | {norm} | {' | '.join(cells)} | {len(rs)} |")
+
+
+if __name__ == "__main__":
+    main()

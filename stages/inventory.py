@@ -1,0 +1,195 @@
+"""Stage ``inventory``: a content digest per patient folder of the dataset, cheap to keep current.
+
+DVC would track the raw dataset file by file (about 35 us per file on every ``dvc status``, some
+14 s for the challenge's 400k files); instead this always-run stage writes one small table,
+``data/inventory.tsv`` (one line per patient folder or top-level file: files, bytes, a 128-bit
+XXH3 digest of the relative paths and contents), which ``preprocess`` depends on. Digests are
+kept in a SQLite state file keyed by path, inode, size and mtime, so a run re-reads only what
+changed; a folder whose files all stat as before is not even looked up file by file. The table
+holds relative paths and digests only, and is the same on every machine for the same content.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from stages.errors import DataError
+from stages.io import write_text
+
+log = logging.getLogger("inventory")
+SPLITS = ("train", "test")  # folders whose sub-folders are patients
+CHUNK = 1 << 20
+HEADER = "entry\tfiles\tbytes\txxh3_128\n"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One inventory line: a patient folder (``train/00012``) or a top-level file or folder."""
+
+    name: str
+    files: int
+    bytes: int
+    digest: str
+
+
+def file_digest(path: str, size: int) -> str:
+    """128-bit XXH3 of a file's content (streamed in 1 MB blocks when large)."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as fh:
+        if size <= CHUNK:
+            h.update(fh.read())
+        else:
+            while block := fh.read(CHUNK):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _walk(top: str, rel: str) -> list[tuple[str, int, int, int]]:
+    """``(relative path, inode, size, mtime_ns)`` of every regular file under ``top``, sorted."""
+    out = []
+    with os.scandir(top) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        try:
+            st = e.stat(follow_symlinks=True)
+        except OSError:  # a dangling link: preprocess reports what it cannot read
+            continue
+        name = f"{rel}/{e.name}"
+        if stat.S_ISDIR(st.st_mode):
+            out.extend(_walk(e.path, name))
+        elif stat.S_ISREG(st.st_mode):
+            out.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def groups(root: Path) -> dict[str, list[tuple[str, int, int, int]]]:
+    """Files of ``root`` grouped by inventory entry: ``train/<id>``, ``test/<id>``, else top-level name."""
+    out: dict[str, list[tuple[str, int, int, int]]] = {}
+    with os.scandir(root) as it:
+        top = sorted(it, key=lambda e: e.name)
+    for e in top:
+        if e.is_dir() and e.name in SPLITS:
+            with os.scandir(e.path) as it:
+                for sub in sorted(it, key=lambda s: s.name):
+                    name = f"{e.name}/{sub.name}"
+                    if sub.is_dir():
+                        out[name] = _walk(sub.path, name)
+                    elif sub.is_file():
+                        st = sub.stat()
+                        out[name] = [(name, st.st_ino, st.st_size, st.st_mtime_ns)]
+        elif e.is_dir():
+            out[e.name] = _walk(e.path, e.name)
+        elif e.is_file():
+            st = e.stat()
+            out[e.name] = [(e.name, st.st_ino, st.st_size, st.st_mtime_ns)]
+    return out
+
+
+def _fingerprint(files: Iterable[tuple[str, int, int, int]]) -> str:
+    return xxhash.xxh3_128_hexdigest("\n".join(f"{p}\0{i}\0{s}\0{m}" for p, i, s, m in files).encode())
+
+
+class State:
+    """Digests known from earlier scans, in SQLite (atomic commits: a killed scan loses nothing)."""
+
+    def __init__(self, path: Path, root: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.executescript(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
+            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, ino INT, size INT, mtime INT, digest TEXT);"
+            "CREATE TABLE IF NOT EXISTS items (name TEXT PRIMARY KEY, fingerprint TEXT, files INT, bytes INT,"
+            " digest TEXT);"
+        )
+        known = self.db.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
+        if known is None or known[0] != str(root.resolve()):  # another dataset: start afresh
+            with self.db:
+                self.db.execute("DELETE FROM files")
+                self.db.execute("DELETE FROM items")
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (str(root.resolve()),))
+        self.items = {r[0]: (r[1], Item(r[0], r[2], r[3], r[4])) for r in self.db.execute("SELECT * FROM items")}
+
+    def file_digests(self, name: str) -> dict[str, tuple[int, int, int, str]]:
+        """Known ``path -> (inode, size, mtime, digest)`` of the files of entry ``name``."""
+        rows = self.db.execute("SELECT * FROM files WHERE path >= ? AND path < ?", (f"{name}/", f"{name}0"))
+        rows = list(rows) + list(self.db.execute("SELECT * FROM files WHERE path = ?", (name,)))
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+    def save(self, name: str, fingerprint: str, item: Item, files: list[tuple[str, int, int, int, str]]) -> None:
+        with self.db:
+            self.db.execute(
+                "DELETE FROM files WHERE (path >= ? AND path < ?) OR path = ?", (f"{name}/", f"{name}0", name)
+            )
+            self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", files)
+            self.db.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?)", (name, fingerprint, *_fields(item)))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def forget(self, names: Iterable[str]) -> None:
+        with self.db:
+            for name in names:
+                self.db.execute("DELETE FROM items WHERE name = ?", (name,))
+                self.db.execute(
+                    "DELETE FROM files WHERE (path >= ? AND path < ?) OR path = ?", (f"{name}/", f"{name}0", name)
+                )
+
+
+def _fields(item: Item) -> tuple[int, int, str]:
+    return item.files, item.bytes, item.digest
+
+
+def scan(root: Path, *, state_db: Path) -> dict[str, Item]:
+    """The inventory of ``root``: files re-read only where path, inode, size or mtime changed."""
+    if not root.is_dir():
+        raise DataError(root, "dataset root does not exist (data.raw_dir)")
+    found = groups(root)
+    with closing(State(state_db, root)) as state:
+        items: dict[str, Item] = {}
+        for name, files in found.items():
+            fingerprint = _fingerprint(files)
+            known = state.items.get(name)
+            if known is not None and known[0] == fingerprint:
+                items[name] = known[1]
+                continue
+            digests = state.file_digests(name)
+            rows = []
+            for path, ino, size, mtime in files:
+                old = digests.get(path)
+                digest = (
+                    old[3] if old is not None and old[:3] == (ino, size, mtime) else file_digest(str(root / path), size)
+                )
+                rows.append((path, ino, size, mtime, digest))
+            content = xxhash.xxh3_128_hexdigest("".join(f"{r[0]}\0{r[4]}\n" for r in rows).encode())
+            items[name] = Item(name, len(rows), sum(r[2] for r in rows), content)
+            state.save(name, fingerprint, items[name], rows)
+        state.forget(set(state.items) - set(found))
+    return items
+
+
+def table(items: dict[str, Item]) -> str:
+    """The inventory as TSV text, sorted by entry."""
+    return HEADER + "".join(f"{i.name}\t{i.files}\t{i.bytes}\t{i.digest}\n" for _, i in sorted(items.items()))
+
+
+def main() -> None:
+    """Write ``data/inventory.tsv`` for ``data.raw_dir``."""
+    from stages.cli import stage
+
+    with stage("inventory", __doc__) as ctx:
+        items = scan(Path(ctx.params.data.raw_dir), state_db=Path(ctx.paths.state_db))
+        write_text(ctx.paths.inventory, table(items))
+        log.info("%d entries, %d files", len(items), sum(i.files for i in items.values()))
+
+
+if __name__ == "__main__":
+    main()

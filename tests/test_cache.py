@@ -1,0 +1,108 @@
+"""The cache key covers every module that shapes an entry, and nothing but their behaviour."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages.cache import CODE_MODULES, CacheConfig, EntryMeta, code_digest, read_entry_meta, read_settings, write_config
+from stages.errors import DataError, Problem
+from stages.fingerprint import module_closure, source_digest
+from stages.io import save_npz
+from tests.conftest import ROOT, make_settings
+
+NOT_SHAPING = {"cli", "cohort", "inventory", "params"}  # list files, read parameters or the command line
+COMMENT_EDIT = '\n\n# a comment\n\n\ndef _added_later():\n    """A docstring."""\n'
+BEHAVIOUR_EDIT = "\n\nSOMETHING_NEW = 1\n"
+
+
+def test_code_modules_are_exactly_what_preprocess_runs_that_shapes_entries():
+    assert set(CODE_MODULES) == set(module_closure("preprocess")) - NOT_SHAPING
+
+
+def test_source_digest_ignores_comments_docstrings_and_formatting():
+    a = 'def f(x):\n    """Doc."""\n    return x + 1  # add\n'
+    b = "# header\n\ndef f( x ):\n    '''Another doc.'''\n\n    return (x\n            + 1)\n"
+    assert source_digest(a) == source_digest(b)
+    assert source_digest(a) != source_digest(a.replace("x + 1", "x + 2"))
+    assert source_digest(a) != source_digest(a.replace("return x + 1", "return 1 + x"))
+
+
+def copy_package(tmp_path: Path) -> Path:
+    pkg = tmp_path / "stages"
+    shutil.copytree(ROOT / "stages", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return pkg
+
+
+@pytest.mark.parametrize("module", CODE_MODULES)
+def test_each_module_counts_by_behaviour_only(tmp_path, module):
+    pkg = copy_package(tmp_path)
+    before = code_digest(package_dir=pkg)
+    source = (pkg / f"{module}.py").read_text()
+    (pkg / f"{module}.py").write_text(
+        source.replace('"""', '"""Reworded. ', 1) + COMMENT_EDIT.replace("_added_later", "_x") + "    pass\n"
+    )
+    assert code_digest(package_dir=pkg) != before  # a new function is behaviour
+    (pkg / f"{module}.py").write_text(source + "\n# only a comment\n")
+    assert code_digest(package_dir=pkg) == before
+    (pkg / f"{module}.py").write_text(source + BEHAVIOUR_EDIT)
+    assert code_digest(package_dir=pkg) != before
+
+
+def preprocess_in(pkg_root: Path, env: dict) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.preprocess"],
+        cwd=pkg_root,
+        env={**env, "PYTHONPATH": str(pkg_root)},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def converted(log: str) -> int:
+    return int(log.split("converted ")[1].split(" ")[0])
+
+
+def test_edits_reconvert_exactly_when_behaviour_changes(tmp_path, clean_cohort):
+    from tests.conftest import write_config as config
+
+    pkg = copy_package(tmp_path / "code")
+    env = config(tmp_path / "run", raw_dir=clean_cohort, preprocess={"img_size": 16, "workers": 1})
+    everyone = converted(preprocess_in(pkg.parent, env))
+    assert everyone == 12  # 9 training patients (3 faulty excluded) and 3 test patients
+    for module in ("volume", "dicom_fast", "preprocess", "io"):
+        path = pkg / f"{module}.py"
+        source = path.read_text()
+        path.write_text(source.replace('"""', '"""Reworded docstring. ', 1) + "\n# a comment\n")
+        assert converted(preprocess_in(pkg.parent, env)) == 0, f"a comment in {module}.py reconverted"
+        path.write_text(source + BEHAVIOUR_EDIT)
+        assert converted(preprocess_in(pkg.parent, env)) == everyone, (
+            f"a behavioural edit of {module}.py reconverted nothing"
+        )
+        path.write_text(source)
+        preprocess_in(pkg.parent, env)
+
+
+def test_the_config_is_published_and_read_back(tmp_path):
+    settings = make_settings(img_size=24)
+    config = CacheConfig(settings)
+    write_config(tmp_path, config)
+    assert read_settings(tmp_path) == settings
+    assert CacheConfig(make_settings(img_size=32)).digest != config.digest
+    assert CacheConfig(settings).digest == config.digest
+    with pytest.raises(DataError, match="dvc repro preprocess"):
+        read_settings(tmp_path / "nowhere")
+
+
+def test_entries_carry_their_meta(tmp_path):
+    meta = EntryMeta("k", {"T1wCE": 3}, (Problem("train/1/x.dcm", "not a DICOM file"),))
+    save_npz(tmp_path / "e.npz", {}, meta.to_dict())
+    assert read_entry_meta(tmp_path / "e.npz") == meta
+    save_npz(tmp_path / "old.npz", {})  # an entry in the format before keys: rebuilt
+    assert read_entry_meta(tmp_path / "old.npz") is None

@@ -1,0 +1,89 @@
+"""Predictions: the submission matched by ID, the CLI's table agreeing with it, broken inputs in one line."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from stages.errors import DataError
+from stages.predict import neutral_score, read_card
+from tests.conftest import run_stage
+
+
+@pytest.fixture(scope="module")
+def predicted(trained_run):
+    folder, env, _ = trained_run
+    proc = run_stage("predict", env)
+    assert proc.returncode == 0, proc.stderr
+    return folder, env
+
+
+def test_the_submission_covers_the_sample_by_id_unrounded(predicted):
+    folder, _ = predicted
+    raw = folder.parent / "raw"
+    sub = pd.read_csv(folder / "submission.csv", dtype={"BraTS21ID": str})
+    sample = pd.read_csv(raw / "sample_submission.csv", dtype={"BraTS21ID": str})
+    assert list(sub.columns) == ["BraTS21ID", "MGMT_value"]
+    assert sorted(sub["BraTS21ID"]) == sorted(sample["BraTS21ID"]) and sub["BraTS21ID"].is_unique
+    assert sub["MGMT_value"].between(0, 1).all() and sub["MGMT_value"].nunique() == len(sub)
+
+
+def test_the_cli_table_agrees_with_the_submission_patient_by_patient(predicted, tmp_path):
+    folder, env = predicted
+    raw = folder.parent / "raw"
+    sub = pd.read_csv(folder / "submission.csv", dtype={"BraTS21ID": str}).set_index("BraTS21ID")["MGMT_value"]
+    ids = sorted(sub.index)
+    proc = run_stage(
+        "predict",
+        env,
+        "--patient",
+        str(raw / "test" / ids[2]),
+        "--patients-dir",
+        str(raw / "test"),
+        "--csv",
+        str(tmp_path / "out.csv"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "BraTS21ID probability"
+    rows = [line.split() for line in lines[1:]]
+    assert [r[0] for r in rows] == [ids[2], *ids]
+    for pid, value in rows:
+        assert float(value) == pytest.approx(sub[pid], abs=1e-6), pid
+    table = pd.read_csv(tmp_path / "out.csv", dtype={"BraTS21ID": str})
+    assert table["BraTS21ID"].tolist() == [ids[2], *ids]
+
+
+def test_broken_and_missing_folders_are_one_line_errors(predicted, tmp_path):
+    _, env = predicted
+    broken = tmp_path / "00999"
+    (broken / "T1wCE").mkdir(parents=True)
+    (broken / "T1wCE" / "Image-1.dcm").write_bytes(b"not a dicom file")
+    proc = run_stage("predict", env, "--patient", str(broken))
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("predict: ") and "00999" in proc.stderr and "no usable slices" in proc.stderr
+    proc = run_stage("predict", env, "--patient", str(tmp_path / "nowhere"))
+    assert proc.returncode == 1 and proc.stderr.strip() == f"predict: {tmp_path / 'nowhere'}: not a patient folder"
+
+
+def test_a_patient_without_slices_among_others_gets_the_neutral_score(predicted, tmp_path):
+    folder, env = predicted
+    good = sorted((folder.parent / "raw" / "test").iterdir())[0]
+    shutil.copytree(good, tmp_path / good.name)
+    (tmp_path / "00999" / "T1wCE").mkdir(parents=True)
+    proc = run_stage("predict", env, "--patients-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    card, _ = read_card(folder / "models")
+    assert last.startswith(f"00999 {neutral_score(card, 'raw'):.6f}") and "no usable slices" in last
+
+
+def test_model_cards_and_files_are_checked(predicted, tmp_path):
+    folder, _ = predicted
+    with pytest.raises(DataError, match="model card not found"):
+        read_card(tmp_path)
+    card, files = read_card(folder / "models" / "repeat0_fold1.keras")
+    assert [m["file"] for m in card["models"]] == ["repeat0_fold1.keras"] and len(files) == 1
+    assert neutral_score(card, "rank") == 0.5 and neutral_score(card, "raw") == card["train_prevalence"]

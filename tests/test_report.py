@@ -1,0 +1,52 @@
+"""The offline report: self-contained (no network), with the metrics, charts and captioned montages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+
+from tests.conftest import run_stage
+
+
+@pytest.fixture(scope="module")
+def reported(trained_run):
+    folder, env, _ = trained_run
+    for name in ("evaluate", "report"):
+        proc = run_stage(name, env)
+        assert proc.returncode == 0, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, f"{name} logs one summary line: {proc.stderr}"
+    return folder
+
+
+def test_the_report_needs_no_network(reported):
+    html = (reported / "reports/html/index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "no external resources"
+    assert "<script" not in html
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) >= 5 + 4  # charts and montages
+    assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+
+
+def test_the_report_shows_the_metrics_that_matter(reported):
+    html = (reported / "reports/html/index.html").read_text()
+    metrics = json.loads((reported / "dvclive/evaluate/metrics.json").read_text())
+    assert f"{metrics['patient_auc']:.3f}" in html and f"{metrics['bayes_auc']:.3f}" in html
+    for words in (
+        "patient AUC",
+        "95% interval",
+        "fold AUC",
+        "Bayes-optimal AUC",
+        "Confusion",
+        "repeat0_fold2",
+        "Montages",
+    ):
+        assert words in html, words
+
+
+def test_montages_are_written_per_series(reported):
+    for series in ("FLAIR", "T1w", "T1wCE", "T2w"):
+        png = (reported / f"reports/html/montage_{series}.png").read_bytes()
+        assert png[:4] == b"\x89PNG" and len(png) > 5000

@@ -1,0 +1,100 @@
+"""Patient scores and summary metrics: aggregation, rank and calibrated pooling, intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.scoring import Calibration, bootstrap_auc, fit_calibration, patient_scores, summary_metrics
+
+
+def test_a_patient_score_is_the_mean_of_its_sample_probabilities():
+    slices = pd.DataFrame(
+        {
+            "repeat": 0,
+            "fold": [0, 0, 0, 0, 0, 1, 1],
+            "BraTS21ID": ["00001"] * 3 + ["00002"] * 2 + ["00003", "00004"],
+            "MGMT_value": [1, 1, 1, 0, 0, 1, 0],
+            "sample": [0, 1, 2, 0, 1, 0, 0],
+            "prob": [0.9, 0.1, 0.5, 0.2, 0.4, 0.3, 0.8],
+        }
+    )
+    scores = patient_scores(slices)
+    assert scores["BraTS21ID"].tolist() == ["00001", "00002", "00003", "00004"]
+    assert scores["raw"].round(6).tolist() == [0.5, 0.3, 0.3, 0.8]
+
+
+def test_rank_is_the_percentile_among_the_validation_patients():
+    cal = Calibration(val_scores=(0.1, 0.2, 0.3, 0.4), slope=1.0, intercept=0.0)
+    np.testing.assert_allclose(cal.rank(np.array([0.05, 0.2, 0.25, 0.9])), [0.0, 0.375, 0.5, 1.0])
+
+
+def test_calibration_is_monotone_and_never_inverts_a_model():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40)
+    good = np.clip(0.3 + 0.2 * y + rng.normal(0, 0.1, 40), 0.01, 0.99)
+    cal = fit_calibration(good, y)
+    assert cal.slope > 0
+    out = cal.calibrated(np.array([0.2, 0.4, 0.6]))
+    assert np.all(np.diff(out) > 0)
+    backwards = fit_calibration(1 - good, y)
+    assert backwards.slope == 0.0
+    np.testing.assert_allclose(backwards.calibrated(np.array([0.1, 0.9])), y.mean(), rtol=1e-6)
+    assert fit_calibration(good, np.zeros(40, int)).slope == 0.0
+    assert Calibration.from_dict(cal.to_dict()) == cal
+
+
+def oof(n: int = 60, repeats: int = 2, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    rows = []
+    for r in range(repeats):
+        for i in range(n):
+            p = 0.4 + 0.2 * y[i] + rng.normal(0, 0.15)
+            rows.append(
+                {
+                    "repeat": r,
+                    "fold": i % 3,
+                    "BraTS21ID": f"{i:05d}",
+                    "MGMT_value": y[i],
+                    "raw": p,
+                    "rank": p,
+                    "calibrated": p,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_summary_metrics_average_over_repeats_and_give_an_interval():
+    patients = oof()
+    m = summary_metrics(patients, pooling="rank", seed=0)
+    from sklearn.metrics import roc_auc_score
+
+    per_repeat = [roc_auc_score(g["MGMT_value"], g["rank"]) for _, g in patients.groupby("repeat")]
+    assert m["patient_auc"] == pytest.approx(np.mean(per_repeat))
+    assert m["patient_auc_sd_repeats"] == pytest.approx(np.std(per_repeat, ddof=1))
+    lo, hi = m["patient_auc_ci95"]
+    assert lo < m["patient_auc"] < hi and hi - lo < 0.4
+    assert m["n_patients"] == 60 and m["repeats"] == 2 and len(m["folds"]) == 6
+    assert summary_metrics(patients, pooling="rank", seed=0) == m, "seeded"
+
+
+def test_rank_auc_equals_sklearn_ties_included():
+    from sklearn.metrics import roc_auc_score
+
+    from stages.scoring import rank_auc
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, (50, 30))
+    scores = rng.integers(0, 5, (50, 30)).astype(float)  # many ties
+    expected = [roc_auc_score(y, s) for y, s in zip(labels, scores)]
+    np.testing.assert_allclose(rank_auc(labels, scores), expected, rtol=1e-12)
+    assert np.isnan(rank_auc(np.ones((1, 4), int), np.arange(4.0)[None]))[0]
+
+
+def test_bootstrap_interval_narrows_with_more_patients():
+    small, large = oof(n=40, repeats=1), oof(n=400, repeats=1)
+    lo_s, hi_s = bootstrap_auc(small, "raw", resamples=300)
+    lo_l, hi_l = bootstrap_auc(large, "raw", resamples=300)
+    assert hi_l - lo_l < hi_s - lo_s

@@ -1,0 +1,134 @@
+"""A series folder to slices: orientation (left is left), reformatting, decoding only what is kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+
+from stages.dicom import DicomFile, PlainReader
+from stages.dicom_fast import FastReader
+from stages.errors import Problems
+from stages.volume import load_patient, load_series, pad_square, shrink
+from tests.conftest import make_settings
+from tests.test_dicom import scanner_file
+
+READERS = {"plain": PlainReader, "fast": FastReader}
+
+
+def write_volume(folder: Path, volume: np.ndarray, *, plane: str, first: int, step: int) -> None:
+    """Write ``volume[z, y, x]`` (1 mm voxels, LPS: x to the patient's left, y posterior, z superior)
+    as a series acquired in ``plane``, files in shuffled order with odd numbering."""
+    folder.mkdir(parents=True)
+    nz, ny, nx = volume.shape
+    base = pydicom.dcmread(scanner_file("MR_small.dcm"))
+    if plane == "axial":  # rows +y, columns +x, slices +z
+        images = [volume[k] for k in range(nz)]
+        iop, ipps = [1, 0, 0, 0, 1, 0], [[0, 0, float(k)] for k in range(nz)]
+    else:  # sagittal: rows -z, columns +y, slices +x, written from left to right
+        images = [volume[::-1, :, i] for i in range(nx)][::-1]
+        iop, ipps = [0, 1, 0, 0, 0, -1], [[float(i), 0, float(nz - 1)] for i in range(nx)][::-1]
+    rng = np.random.default_rng(0)
+    for rank, k in enumerate(rng.permutation(len(images))):  # file order must not matter
+        ds = base.copy()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.Rows, ds.Columns = images[k].shape
+        ds.PixelData = images[k].astype("<u2").tobytes()
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = iop, ipps[k]
+        ds.PixelSpacing, ds.SliceThickness, ds.PixelRepresentation = [1, 1], 1, 0
+        ds.save_as(folder / f"Image-{first + rank * step}.dcm", enforce_file_format=True)
+
+
+class CountingReader(FastReader):
+    """A reader that records which files it decodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded: list[Path] = []
+
+    def pixels(self, file: DicomFile) -> np.ndarray:
+        self.decoded.append(file.path)
+        return super().pixels(file)
+
+
+def marked_head() -> np.ndarray:
+    """A 12 x 20 x 16 (z, y, x) volume: a body, a bright marker on the patient's left (high x) and
+    anterior (low y), and a dim one on the right (low x) and posterior (high y)."""
+    volume = np.zeros((12, 20, 16), np.uint16)
+    volume[1:11, 2:18, 2:14] = 300
+    volume[3:9, 3:6, 10:13] = 1000  # left, anterior
+    volume[3:9, 14:17, 3:6] = 600  # right, posterior
+    return volume
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_axial_layout_is_radiological(tmp_path, reader):
+    write_volume(tmp_path / "ax", marked_head(), plane="axial", first=387, step=2)
+    settings = make_settings(middle_fraction=1.0, blank_min_fraction=0.0, img_size=20)
+    series = load_series(tmp_path / "ax", settings=settings, reader=READERS[reader](), problems=Problems())
+    image = series.images[len(series.images) // 2].astype(float)
+    # rows run anterior to posterior, columns from the patient's right to their left
+    top, bottom, left, right = image[:10].max(), image[10:].max(), image[:, :10].max(), image[:, 10:].max()
+    assert top == 255 and bottom < 255, "anterior is at the top"
+    assert right == 255 and left < 255, "the patient's left is on the image's right"
+    assert np.all(np.diff(series.z) > 0), "slices run from inferior to superior"
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_sagittal_and_axial_series_give_the_same_volume(tmp_path, reader):
+    rng = np.random.default_rng(1)
+    volume = np.zeros((12, 20, 16), np.uint16)  # z, y, x: deliberately non-square and asymmetric
+    volume[2:10, 3:17, 2:14] = rng.integers(200, 1000, size=(8, 14, 12))
+    write_volume(tmp_path / "ax", volume, plane="axial", first=387, step=2)
+    write_volume(tmp_path / "sag", volume, plane="sagittal", first=5, step=3)
+    settings = make_settings(middle_fraction=1.0, blank_min_fraction=0.0, img_size=20)
+    counting = CountingReader()
+    ax = load_series(tmp_path / "ax", settings=settings, reader=READERS[reader](), problems=Problems())
+    sag = load_series(tmp_path / "sag", settings=settings, reader=counting, problems=Problems())
+    assert ax.images.shape == (12, 20, 20)
+    np.testing.assert_array_equal(ax.images, sag.images)
+    np.testing.assert_allclose(ax.z, sag.z)
+    assert len(counting.decoded) == 16, "a reformatted plane needs every slice"
+
+
+def test_only_the_kept_slices_are_decoded_when_planes_match(tmp_path):
+    volume = np.zeros((30, 8, 8), np.uint16)
+    volume[:, 2:6, 2:6] = 500
+    write_volume(tmp_path / "ax", volume, plane="axial", first=1, step=1)
+    reader = CountingReader()
+    settings = make_settings(middle_fraction=0.5, slice_step=3)
+    result = load_series(tmp_path / "ax", settings=settings, reader=reader, problems=Problems())
+    assert len(reader.decoded) == 5 and len(result.images) == 5
+    np.testing.assert_allclose(result.z, [7, 10, 13, 16, 19])
+
+
+def test_shrink_and_pad_square_keep_the_aspect_without_stretching():
+    def square(image, spacing, size):
+        return pad_square(shrink(image, spacing=spacing, size=size), size=size, fill=0.0)
+
+    out = square(np.ones((10, 20), np.float32), (1.0, 1.0), 20)
+    assert out.shape == (20, 20)
+    assert out[:5].sum() == 0 and out[15:].sum() == 0 and out[5:15].min() == 1  # padded top and bottom
+    anisotropic = square(np.ones((10, 10), np.float32), (2.0, 1.0), 20)
+    assert anisotropic[:, :5].sum() == 0 and anisotropic[:, 5:15].min() == 1  # 20 mm tall, 10 mm wide
+
+
+def test_missing_and_empty_series_give_empty_arrays_and_problems(tmp_path, clean_cohort):
+    patient = sorted((clean_cohort / "train").iterdir())[0]
+    settings = make_settings(series=("T1wCE", "T2w"))
+    problems = Problems(root=clean_cohort)
+    folder = tmp_path / "p"
+    (folder / "T2w").mkdir(parents=True)
+    arrays = load_patient(folder, settings=settings, reader=FastReader(), problems=problems)
+    assert {k: v.shape for k, v in arrays.items()} == {
+        "T1wCE": (0, 16, 16),
+        "T1wCE_z": (0,),
+        "T2w": (0, 16, 16),
+        "T2w_z": (0,),
+    }
+    assert [p.reason for p in problems.items] == ["series folder missing", "series folder empty"]
+    arrays = load_patient(patient, settings=settings, reader=FastReader(), problems=problems)
+    assert len(arrays["T1wCE"]) > 0 and arrays["T1wCE"].dtype == np.uint8 and arrays["T1wCE_z"].dtype == np.float32
