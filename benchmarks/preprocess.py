@@ -233,16 +233,15 @@ def describe(root: Path) -> str:
     files = all_files(root)
     planes, encoded = {}, 0
     for d in series_dirs(root):
-        first = next(iter(sorted(d.glob("*.dcm"))), None)
-        if first is None:
-            continue
-        ds = pydicom.dcmread(first, stop_before_pixels=True, force=True)
-        iop = [round(float(v)) for v in ds.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])]
-        plane = {(1, 0, 0, 0, 1, 0): "axial", (1, 0, 0, 0, 0, -1): "coronal", (0, 1, 0, 0, 0, -1): "sagittal"}.get(
-            tuple(iop), "other"
-        )
-        planes[plane] = planes.get(plane, 0) + 1
-        encoded += ds.file_meta.TransferSyntaxUID.is_compressed
+        for path in sorted(d.glob("*.dcm")):
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            if "TransferSyntaxUID" not in ds.file_meta or "ImageOrientationPatient" not in ds:
+                continue  # a broken file: look at the next one
+            iop = tuple(round(float(v)) for v in ds.ImageOrientationPatient)
+            plane = {(1, 0, 0, 0, 1, 0): "axial", (1, 0, 0, 0, 0, -1): "coronal", (0, 1, 0, 0, 0, -1): "sagittal"}
+            planes[plane.get(iop, "other")] = planes.get(plane.get(iop, "other"), 0) + 1
+            encoded += ds.file_meta.TransferSyntaxUID.is_compressed
+            break
     size = sum(f.stat().st_size for f in files)
     return f"{len(files)} files, {size / 1e6:.0f} MB; series: {planes}, {encoded} compressed"
 

@@ -12,12 +12,14 @@ holds relative paths and digests only, and is the same on every machine for the 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import sqlite3
 import stat
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import xxhash
@@ -57,7 +59,7 @@ def _walk(top: str, rel: str) -> list[tuple[str, int, int, int]]:
     """``(relative path, inode, size, mtime_ns)`` of every regular file under ``top``, sorted."""
     out = []
     with os.scandir(top) as it:
-        entries = sorted(it, key=lambda e: e.name)
+        entries = sorted(it, key=attrgetter("name"))
     for e in entries:
         try:
             st = e.stat(follow_symlinks=True)
@@ -71,27 +73,34 @@ def _walk(top: str, rel: str) -> list[tuple[str, int, int, int]]:
     return out
 
 
-def groups(root: Path) -> dict[str, list[tuple[str, int, int, int]]]:
-    """Files of ``root`` grouped by inventory entry: ``train/<id>``, ``test/<id>``, else top-level name."""
-    out: dict[str, list[tuple[str, int, int, int]]] = {}
+def entries(root: Path) -> dict[str, str]:
+    """The inventory's entries: ``train/<id>`` and ``test/<id>`` (files or folders), else each
+    top-level file or folder; name -> path."""
+    out: dict[str, str] = {}
     with os.scandir(root) as it:
-        top = sorted(it, key=lambda e: e.name)
+        top = sorted(it, key=attrgetter("name"))
     for e in top:
         if e.is_dir() and e.name in SPLITS:
             with os.scandir(e.path) as it:
-                for sub in sorted(it, key=lambda s: s.name):
-                    name = f"{e.name}/{sub.name}"
-                    if sub.is_dir():
-                        out[name] = _walk(sub.path, name)
-                    elif sub.is_file():
-                        st = sub.stat()
-                        out[name] = [(name, st.st_ino, st.st_size, st.st_mtime_ns)]
-        elif e.is_dir():
-            out[e.name] = _walk(e.path, e.name)
-        elif e.is_file():
-            st = e.stat()
-            out[e.name] = [(e.name, st.st_ino, st.st_size, st.st_mtime_ns)]
-    return out
+                out.update((f"{e.name}/{sub.name}", sub.path) for sub in it)
+        else:
+            out[e.name] = e.path
+    return dict(sorted(out.items()))
+
+
+def _stat_entry(job: tuple[str, str, str | None]) -> tuple[str, str, list[tuple[str, int, int, int]] | None]:
+    """``(name, fingerprint, files)`` of an entry; ``files`` only when the fingerprint is not the known one."""
+    name, path, known = job
+    if os.path.isdir(path):
+        files = _walk(path, name)
+    else:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        files = [(name, st.st_ino, st.st_size, st.st_mtime_ns)] if st is not None and stat.S_ISREG(st.st_mode) else []
+    fingerprint = _fingerprint(files)
+    return name, fingerprint, None if fingerprint == known else files
 
 
 def _fingerprint(files: Iterable[tuple[str, int, int, int]]) -> str:
@@ -148,32 +157,43 @@ def _fields(item: Item) -> tuple[int, int, str]:
     return item.files, item.bytes, item.digest
 
 
-def scan(root: Path, *, state_db: Path) -> dict[str, Item]:
-    """The inventory of ``root``: files re-read only where path, inode, size or mtime changed."""
+def scan(root: Path, *, state_db: Path, workers: int = 1) -> dict[str, Item]:
+    """The inventory of ``root``: files re-read only where path, inode, size or mtime changed.
+
+    With ``workers`` > 1 the entries are listed and stat-ed by that many forked processes (for the
+    ``inventory`` stage's own process only: forking one that runs threads, such as TensorFlow's,
+    can deadlock the child).
+    """
     if not root.is_dir():
         raise DataError(root, "dataset root does not exist (data.raw_dir)")
-    found = groups(root)
+    found = entries(root)
     with closing(State(state_db, root)) as state:
-        items: dict[str, Item] = {}
-        for name, files in found.items():
-            fingerprint = _fingerprint(files)
-            known = state.items.get(name)
-            if known is not None and known[0] == fingerprint:
-                items[name] = known[1]
-                continue
-            digests = state.file_digests(name)
-            rows = []
-            for path, ino, size, mtime in files:
-                old = digests.get(path)
-                digest = (
-                    old[3] if old is not None and old[:3] == (ino, size, mtime) else file_digest(str(root / path), size)
-                )
-                rows.append((path, ino, size, mtime, digest))
-            content = xxhash.xxh3_128_hexdigest("".join(f"{r[0]}\0{r[4]}\n" for r in rows).encode())
-            items[name] = Item(name, len(rows), sum(r[2] for r in rows), content)
-            state.save(name, fingerprint, items[name], rows)
+        jobs = [(name, path, state.items[name][0] if name in state.items else None) for name, path in found.items()]
+        pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+        try:
+            stated = pool.imap(_stat_entry, jobs, chunksize=16) if pool is not None else map(_stat_entry, jobs)
+            items = {}
+            for name, fingerprint, files in stated:
+                items[name] = state.items[name][1] if files is None else _update(state, root, name, fingerprint, files)
+        finally:
+            if pool is not None:
+                pool.terminate()
         state.forget(set(state.items) - set(found))
     return items
+
+
+def _update(state: State, root: Path, name: str, fingerprint: str, files: list[tuple[str, int, int, int]]) -> Item:
+    """Digest a changed entry: its files re-read where their inode, size or mtime changed."""
+    digests = state.file_digests(name)
+    rows = []
+    for path, ino, size, mtime in files:
+        old = digests.get(path)
+        digest = old[3] if old is not None and old[:3] == (ino, size, mtime) else file_digest(str(root / path), size)
+        rows.append((path, ino, size, mtime, digest))
+    content = xxhash.xxh3_128_hexdigest("".join(f"{r[0]}\0{r[4]}\n" for r in rows).encode())
+    item = Item(name, len(rows), sum(r[2] for r in rows), content)
+    state.save(name, fingerprint, item, rows)
+    return item
 
 
 def table(items: dict[str, Item]) -> str:
@@ -184,9 +204,10 @@ def table(items: dict[str, Item]) -> str:
 def main() -> None:
     """Write ``data/inventory.tsv`` for ``data.raw_dir``."""
     from stages.cli import stage
+    from stages.params import worker_count
 
     with stage("inventory", __doc__) as ctx:
-        items = scan(Path(ctx.params.data.raw_dir), state_db=Path(ctx.paths.state_db))
+        items = scan(Path(ctx.params.data.raw_dir), state_db=Path(ctx.paths.state_db), workers=worker_count(0))
         write_text(ctx.paths.inventory, table(items))
         log.info("%d entries, %d files", len(items), sum(i.files for i in items.values()))
 

@@ -77,8 +77,8 @@ class PreprocessParams(_Section):
     middle_fraction: Float = Field(gt=0, le=1)
     slice_step: Int = Field(ge=1, le=100)
     img_size: Int = Field(ge=8, le=1024)
-    normalisation: Literal["percentile", "reference", "zscore"]
-    clip_percentiles: tuple[Float, Float]
+    normalisation: Literal["percentile", "reference"]
+    clip_percentiles: tuple[Float, ...] = Field(min_length=2, max_length=2)
     ceiling: Float = Field(gt=1, le=100)
     blank_level: Float = Field(ge=0, lt=1)
     blank_min_fraction: Float = Field(ge=0, le=1)
@@ -90,7 +90,7 @@ class PreprocessParams(_Section):
 
     @field_validator("clip_percentiles")
     @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+    def _ordered(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not 0 <= value[0] < value[1] <= 100:
             raise ValueError(f"{list(value)} must satisfy 0 <= low < high <= 100")
         return value
@@ -132,7 +132,7 @@ class CVParams(_Section):
     folds: Int = Field(ge=2, le=100)
     seed: Int = Field(ge=0)
     repeats: Int = Field(ge=1, le=100)
-    pooling: Literal["calibrated", "rank", "raw"]
+    pooling: Literal["raw", "rank", "calibrated"]
 
 
 class ReportParams(_Section):

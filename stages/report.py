@@ -115,9 +115,8 @@ def outcome_figures(patients: pd.DataFrame, *, pooling: str, oracle: dict[str, f
         ax.text(j, i, str(n), ha="center", va="center", color="white" if n > cm.max() / 2 else "black", fontsize=14)
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["0", "1"], yticklabels=["0", "1"])
     ax.set(xlabel="predicted MGMT", ylabel="actual MGMT", title=f"Confusion matrix at {pooling} score >= {cut:.2f}")
-    figures.append(
-        Figure("confusion", f"Patients called positive at a {pooling} score of at least {cut:.2f}", _png(fig))
-    )
+    caption = f"Confusion matrix: patients called positive at a {pooling} score of at least {cut:.2f} (the prevalence)"
+    figures.append(Figure("confusion", caption, _png(fig)))
     return figures
 
 

@@ -2,7 +2,7 @@
 
 * the intensity-quantile probe on the cache stays above a floor (a contrast-erasing preprocessing,
   like the seed's percentile clip, falls to chance: shown too, so the control can fail);
-* with a strong signal (Bayes-optimal AUC 0.98) the default model reaches a high AUC;
+* with a strong signal (Bayes-optimal AUC 0.998) the default model reaches a high AUC;
 * with the labels permuted it stays near 0.5.
 """
 
@@ -16,20 +16,12 @@ import pandas as pd
 import pytest
 
 from stages.demo import build_cohort
+from stages.params import load_params
 from stages.probe import cache_features, probe_auc
-from tests.conftest import run_stage, write_config
+from tests.conftest import ROOT, run_stage, write_config
 
-DEFAULT_DEMO = {
-    "n_train": 120,
-    "n_test": 0,
-    "seed": 2021,
-    "image_size": 48,
-    "slices": 16,
-    "signal_strength": 1.2,
-    "prevalence": 0.525,
-    "quirks": False,
-}
-STRONG = {**DEFAULT_DEMO, "n_train": 90, "seed": 5, "signal_strength": 3.0}
+DEFAULT_DEMO = load_params(ROOT / "params.yaml").demo.model_dump()  # the default cohort, quirks and all
+STRONG = {**DEFAULT_DEMO, "n_train": 90, "n_test": 0, "seed": 5, "signal_strength": 4.0, "quirks": False}
 
 
 def pipeline(folder: Path, raw: Path, *, stages: tuple[str, ...], **sections: dict) -> dict:

@@ -136,7 +136,7 @@ def test_a_comment_reruns_nothing_and_a_behavioural_edit_reruns_the_stages_impor
     (repo / "stages/scoring.py").write_text(original)
     sh("git", "checkout", "--", "dvc.lock", cwd=repo)
     sh("dvc", "checkout", "-q", "--force", cwd=repo)
-    assert stages_run(sh("dvc", "repro", cwd=repo)) == {"fingerprint"}
+    assert stages_run(sh("dvc", "repro", cwd=repo)) == set()  # the committed state again
 
 
 def test_changing_or_adding_one_raw_file_reruns_preprocess(repo, tmp_path):
@@ -177,11 +177,16 @@ def test_plots_show_without_warnings(repo, tmp_path):
         assert needle in html, needle
 
 
-def test_exp_show_lists_parameters_not_paths(repo):
+def test_exp_show_keeps_paths_apart_and_the_documented_columns_fit(repo):
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
-    flat = json.dumps(shown)
-    assert "params.yaml" in flat and "paths.yaml" not in flat and "cache_dir" not in flat
-    assert '"patient_auc"' in flat
+    params = shown[0]["data"]["params"]
+    assert "paths" not in params["params.yaml"]["data"] and "cache_dir" in json.dumps(params["paths.yaml"])
+    assert '"patient_auc"' in json.dumps(shown)
+    readme = (repo / "README.md").read_text()
+    drop = readme.split("--drop '")[1].split("'")[0]
+    csv = sh("dvc", "exp", "show", "--csv", "--drop", drop, cwd=repo).stdout.splitlines()[0].split(",")
+    assert "patient_auc" in csv and "model.name" in csv
+    assert not [c for c in csv if "/" in c or c.startswith("paths.") or c in ("models", "predictions", "training")]
 
 
 def test_queued_sweep_runs_and_is_listed(repo):
