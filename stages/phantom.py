@@ -278,8 +278,9 @@ def break_files(*, root: Path, train_ids: list[str], test_ids: list[str]) -> lis
     if len(train_ids) > 4:
         (root / "train" / train_ids[0] / "T1wCE" / "Thumbs.db").write_bytes(b"\x00\x01thumbnail cache")
         (root / "train" / train_ids[1] / "FLAIR" / "notes.txt").write_text("scanner notes\n")
-        series = numbered(root / "train" / train_ids[2] / "T2w")
-        victim = series[len(series) // 2 - 1]  # a central slice, so that preprocessing reads it
+        # a central T2w slice (so that preprocessing reads it) of the first other patient that has one
+        series = next(s for pid in train_ids[2:] if (s := numbered(root / "train" / pid / "T2w")))
+        victim = series[len(series) // 2 - 1]
         ds = pydicom.dcmread(victim)
         del ds.PixelData
         ds.save_as(victim, enforce_file_format=True)

@@ -87,3 +87,12 @@ def test_cohort_summary_reports_the_oracle(clean_cohort):
     labels = pd.read_csv(clean_cohort / "train_labels.csv", dtype={"BraTS21ID": str})
     merged = labels.merge(oracle[oracle["split"] == "train"], on="BraTS21ID", suffixes=("", "_o"))
     assert (merged["MGMT_value"] == merged["MGMT_value_o"]).all()
+
+
+def test_small_cohorts_get_every_fault_even_when_a_patient_lacks_a_series(tmp_path):
+    # with 9 training patients the third ordinary one has no T2w folder (seed 2021): the fault
+    # "DICOM file without pixel data" goes to the next patient that has one
+    root = tmp_path / "small"
+    build_cohort(out_dir=root, quirks=True, **{**TINY, "n_train": 9, "n_test": 1, "seed": 2021})
+    faults = json.loads((root / "demo_cohort.json").read_text())["faults"]
+    assert any("no pixel data" in f for f in faults)

@@ -215,8 +215,17 @@ def entry_times(cache: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in cache.glob("*/*.npz")}
 
 
+@pytest.fixture
+def sigint_reaches_children():
+    """Children that obey SIGINT even when this process was started with it ignored (a shell's
+    background job, ``cmd &``, ignores SIGINT, and an ignored signal is inherited across exec)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_an_interrupted_run_is_repaired_by_the_next(tmp_path, tiny_cohort, sig):
+def test_an_interrupted_run_is_repaired_by_the_next(tmp_path, tiny_cohort, sig, sigint_reaches_children):
     """Interrupt a run with changed parameters at several points, revert them, rerun: every output
     equals a run from scratch, byte for byte."""
     reference = tmp_path / "reference"
