@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +248,9 @@ def describe(root: Path) -> str:
     planes, encoded = {}, 0
     for d in series_dirs(root):
         for path in sorted(d.glob("*.dcm")):
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            with warnings.catch_warnings():  # the cohort's broken files are meant to be broken
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             if "TransferSyntaxUID" not in ds.file_meta or "ImageOrientationPatient" not in ds:
                 continue  # a broken file: look at the next one
             iop = tuple(round(float(v)) for v in ds.ImageOrientationPatient)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from stages.errors import ParamError
-from stages.params import INPUT_KIND, ModelParams, load_params, load_paths
+from stages.params import INPUT_KIND, ModelParams, Params, load_params, load_paths
 from tests.conftest import ROOT, run_stage, write_config
 
 # (section, key, bad value, words the message must contain)
@@ -131,3 +131,25 @@ def test_a_stage_with_a_bad_value_exits_with_one_line_naming_the_key(tmp_path, s
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("preprocess: ") and f"{section}.{key}" in lines[0], proc.stderr
     assert sorted(p for p in tmp_path.rglob("*")) == before, "nothing may be written"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "presets").glob("*.yaml")))
+def test_every_preset_is_valid_against_the_schema(name):
+    from stages.preset import merged, preset_values
+
+    values = preset_values(name)
+    params = Params.model_validate(merged(yaml.safe_load((ROOT / "params.yaml").read_text()), values))
+    for section, keys in values.items():
+        for key, value in keys.items():
+            got = getattr(getattr(params, section), key)
+            assert (list(got) if isinstance(got, tuple) else got) == value, f"{section}.{key}"
+
+
+def test_the_seed_preset_is_the_seed_notebooks_configuration():
+    from stages.preset import preset_values
+
+    seed = preset_values("seed")
+    assert seed["model"] == {"name": "seed_cnn", "series": ["T1wCE"]}
+    assert seed["preprocess"]["img_size"] == 32 and seed["preprocess"]["clip_percentiles"] == [0.5, 99.5]
+    assert seed["preprocess"]["middle_fraction"] == 0.5 and seed["preprocess"]["slice_step"] == 3
+    assert seed["train"]["epochs"] == 40 and seed["train"]["batch_size"] == 32 and seed["train"]["patience"] == 3
