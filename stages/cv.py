@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from stages.errors import ParamError
 
@@ -54,6 +53,8 @@ def patient_folds(labels: np.ndarray, ids: np.ndarray, *, folds: int, seed: int)
     """Stratified folds grouped by patient: no patient is on both sides of any split."""
     if folds < 2:
         raise ValueError("cv.folds must be at least 2")
+    from sklearn.model_selection import StratifiedGroupKFold  # imported late: `--help` answers fast
+
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(ids)), labels, groups=ids))
 

@@ -13,13 +13,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from stages.cohort import ORACLE_FILE
 from stages.io import write_csv, write_json
 from stages.params import worker_count, worker_pool
 from stages.phantom import bayes_auc, break_files, choose_ids, make_patient, write_patient
+from stages.scoring import auc
 
 log = logging.getLogger("demo")
 COHORT_FILE = "demo_cohort.json"
@@ -82,7 +82,7 @@ def build_cohort(
         "files": files,
         "signal_strength": signal_strength,
         "bayes_auc_population": round(bayes_auc(signal_strength), 6),
-        "bayes_auc_train": round(float(roc_auc_score(labels, [s.score for s in specs["train"]])), 6),
+        "bayes_auc_train": round(auc(np.asarray(labels), np.asarray([s.score for s in specs["train"]])), 6),
         "faults": faults,
     }
     write_json(tmp / COHORT_FILE, summary)

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 POOLINGS = ("raw", "rank", "calibrated")
 EPS = 1e-6
@@ -81,6 +80,8 @@ def patient_scores(slices: pd.DataFrame) -> pd.DataFrame:
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC, or NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score  # imported late: `--help` answers fast
+
     return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else float("nan")
 
 
