@@ -19,7 +19,6 @@ from stages.cohort import ORACLE_FILE
 from stages.io import write_csv, write_json
 from stages.params import worker_count, worker_pool
 from stages.phantom import bayes_auc, break_files, choose_ids, make_patient, write_patient
-from stages.scoring import auc
 
 log = logging.getLogger("demo")
 COHORT_FILE = "demo_cohort.json"
@@ -43,6 +42,8 @@ def build_cohort(
     quirks: bool,
 ) -> dict:
     """Write a complete cohort into ``out_dir`` (replaced atomically) and return its summary."""
+    from sklearn.metrics import roc_auc_score  # imported late: `--help` answers fast
+
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     train_ids, test_ids = choose_ids(n_train=n_train, n_test=n_test, rng=np.random.default_rng(seed))
@@ -82,7 +83,7 @@ def build_cohort(
         "files": files,
         "signal_strength": signal_strength,
         "bayes_auc_population": round(bayes_auc(signal_strength), 6),
-        "bayes_auc_train": round(auc(np.asarray(labels), np.asarray([s.score for s in specs["train"]])), 6),
+        "bayes_auc_train": round(float(roc_auc_score(labels, [s.score for s in specs["train"]])), 6),
         "faults": faults,
     }
     write_json(tmp / COHORT_FILE, summary)

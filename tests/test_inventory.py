@@ -90,3 +90,12 @@ def test_another_root_starts_afresh(raw, tmp_path, monkeypatch):
 def test_a_missing_root_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         scan(tmp_path / "nowhere", state_db=tmp_path / "s.sqlite")
+
+
+def test_parallel_scans_equal_serial_ones_and_see_changes(raw, tmp_path):
+    serial = table(scan(raw, state_db=tmp_path / "serial.sqlite"))
+    assert table(scan(raw, state_db=tmp_path / "parallel.sqlite", workers=2)) == serial
+    victim = next((raw / "train").rglob("*.dcm"))
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    changed = table(scan(raw, state_db=tmp_path / "parallel.sqlite", workers=2))
+    assert changed != serial and changed == table(scan(raw, state_db=tmp_path / "serial.sqlite"))
