@@ -49,6 +49,7 @@ COHORTS = {
 }
 KINDS = ("floor", "inventory", "seed-like", "simpleitk", "ours plain, 1 worker", "ours, 1 worker", "ours, 2 workers")
 SIZE = 32
+PLANES = {(1, 0, 0, 0, 1, 0): "axial", (1, 0, 0, 0, 0, -1): "coronal", (0, 1, 0, 0, 0, -1): "sagittal"}
 
 
 def settings():  # noqa: ANN201
@@ -253,9 +254,8 @@ def describe(root: Path) -> str:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             if "TransferSyntaxUID" not in ds.file_meta or "ImageOrientationPatient" not in ds:
                 continue  # a broken file: look at the next one
-            iop = tuple(round(float(v)) for v in ds.ImageOrientationPatient)
-            plane = {(1, 0, 0, 0, 1, 0): "axial", (1, 0, 0, 0, 0, -1): "coronal", (0, 1, 0, 0, 0, -1): "sagittal"}
-            planes[plane.get(iop, "other")] = planes.get(plane.get(iop, "other"), 0) + 1
+            plane = PLANES.get(tuple(round(float(v)) for v in ds.ImageOrientationPatient), "other")
+            planes[plane] = planes.get(plane, 0) + 1
             encoded += ds.file_meta.TransferSyntaxUID.is_compressed
             break
     size = sum(f.stat().st_size for f in files)
