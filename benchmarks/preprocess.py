@@ -1,6 +1,6 @@
 """Preprocessing speed at equal work against real peers, and the read floor.
 
-    python benchmarks/preprocess.py [--cohort demo|realsize|both] [--repeats 3]
+    python benchmarks/preprocess.py [--cohort demo|realsize|realsize-x4|both] [--repeats 3] [--kinds ...]
     pip install -r benchmarks/requirements.txt   # SimpleITK, for the peer
 
 Cohorts (written once into benchmarks/out/, by the project's own generator):
@@ -9,7 +9,11 @@ Cohorts (written once into benchmarks/out/, by the project's own generator):
   compressed series and broken files);
 * ``realsize``: 9 training patients at the challenge's scale (512x512, 150 slices per series,
   about 300 MB each), same quirks (a third or more of the series sagittal or coronal, some RLE or
-  JPEG-LS compressed, the organisers' three faulty patients).
+  JPEG-LS compressed, the organisers' three faulty patients);
+* ``realsize-x4``: the ``realsize`` patients four times over under new IDs (hard links, 36
+  patients, 21,000 files): the same per-patient work in a run four times as long, to show how the
+  workers scale once the pool's fixed start-up is a small part of the run, as on the challenge's
+  585 patients.
 
 Every figure is a fresh child process (its own peak RSS) that does the same work: every series
 of every patient to the default settings' kept slices (middle half, every 3rd, axial, 32x32):
@@ -48,6 +52,7 @@ COHORTS = {
     "realsize": {"n_train": 9, "n_test": 0, "seed": 2021, "image_size": 512, "slices": 150},
 }
 KINDS = ("floor", "inventory", "seed-like", "simpleitk", "ours plain, 1 worker", "ours, 1 worker", "ours, 2 workers")
+COPIES = {"realsize-x4": ("realsize", 4)}  # cohort -> (cohort it repeats, times)
 SIZE = 32
 PLANES = {(1, 0, 0, 0, 1, 0): "axial", (1, 0, 0, 0, 0, -1): "coronal", (0, 1, 0, 0, 0, -1): "sagittal"}
 
@@ -71,12 +76,29 @@ def settings():  # noqa: ANN201
 def cohort(name: str) -> Path:
     """The cohort's folder, generated on first use."""
     root = OUT / f"cohort_{name}"
-    if not (root / "train_labels.csv").exists():
+    if name in COPIES and not (root / "train_labels.csv").exists():
+        repeat(cohort(COPIES[name][0]), out=root, times=COPIES[name][1])
+    elif not (root / "train_labels.csv").exists():
         from stages.demo import build_cohort
 
         print(f"writing the {name} cohort to {root} (once) ...", flush=True)
         build_cohort(out_dir=root, signal_strength=1.2, prevalence=0.525, quirks=True, **COHORTS[name])
     return root
+
+
+def repeat(source: Path, *, out: Path, times: int) -> None:
+    """``source``'s training patients ``times`` over, copy k under ID + 2000 k (files hard-linked)."""
+    import pandas as pd
+
+    shutil.rmtree(out, ignore_errors=True)
+    labels = pd.read_csv(source / "train_labels.csv", dtype=str)
+    copies = []
+    for k in range(times):
+        new = labels.assign(BraTS21ID=[f"{int(pid) + 2000 * k:05d}" for pid in labels["BraTS21ID"]])
+        for old, pid in zip(labels["BraTS21ID"], new["BraTS21ID"], strict=True):
+            shutil.copytree(source / "train" / old, out / "train" / pid, copy_function=os.link)
+        copies.append(new)
+    pd.concat(copies).to_csv(out / "train_labels.csv", index=False)
 
 
 def series_dirs(root: Path) -> list[Path]:
@@ -264,7 +286,7 @@ def describe(root: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cohort", choices=[*COHORTS, "both"], default="both")
+    parser.add_argument("--cohort", choices=[*COHORTS, *COPIES, "both"], default="both")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure, interleaved; the median is shown")
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
     parser.add_argument("--measure", choices=KINDS)

@@ -21,6 +21,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stages.cli import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before TensorFlow is imported: its start-up notices are not figures
+
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

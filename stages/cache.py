@@ -30,6 +30,7 @@ CONFIG_FILE = "config.json"
 # stages modules that preprocess imports, less those that only list files or read parameters).
 CODE_MODULES = (
     "cache",
+    "convert",
     "dicom",
     "dicom_fast",
     "errors",

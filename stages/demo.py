@@ -56,7 +56,7 @@ def build_cohort(
     }
     jobs = [(tmp / split / spec.pid, spec, slices, image_size, seed) for split, ps in specs.items() for spec in ps]
     files = 0
-    with worker_pool(worker_count(0)) as pool:  # each patient has its own seeded streams
+    with worker_pool(worker_count(0), preload=("stages.demo",)) as pool:  # each patient has its own seeded streams
         for n in tqdm(pool.imap(_write, jobs), total=len(jobs), desc="demo", unit="patient", disable=None):
             files += n
     faults = break_files(root=tmp, train_ids=train_ids[3:], test_ids=test_ids) if quirks else []

@@ -10,6 +10,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections.abc import Callable
+from multiprocessing import forkserver
+from multiprocessing.context import BaseContext
 from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -234,16 +236,28 @@ def load_paths(path: Path | None = None) -> Paths:
     return _validate(Paths, _read_yaml(path), path, section="paths")
 
 
-def worker_pool(processes: int, initializer: Callable | None = None, initargs: tuple = ()) -> Pool:
-    """A process pool whose workers start from a fresh server process, not from a fork of this one.
+def start_worker_server(preload: tuple[str, ...]) -> BaseContext:
+    """Start the fork server that pool workers come from, without waiting for it.
 
-    Forking a process that runs threads (TensorFlow's, in a test session or a notebook) can copy
-    a held lock into the child and deadlock it; the fork server has only ever imported what the
-    workers need.
+    The server imports ``preload`` (the modules of the workers' functions) once, while this process
+    goes on with its own work; a server already running keeps its first preload.
     """
     context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["stages.volume", "stages.dicom_fast"])
-    return context.Pool(processes, initializer, initargs)
+    context.set_forkserver_preload(list(preload))
+    forkserver.ensure_running()
+    return context
+
+
+def worker_pool(
+    processes: int, *, preload: tuple[str, ...], initializer: Callable | None = None, initargs: tuple = ()
+) -> Pool:
+    """A process pool whose workers start from a fresh server process, not from a fork of this one.
+
+    Forking a process that runs threads (TensorFlow's, in a test session or a notebook; OpenCV's)
+    can copy a held lock into the child and deadlock it; the fork server has only ever imported
+    what the workers need.
+    """
+    return start_worker_server(preload).Pool(processes, initializer, initargs)
 
 
 def worker_count(requested: int) -> int:

@@ -11,10 +11,8 @@ cached entry.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
-import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -24,47 +22,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from stages import cohort
-from stages.cache import (
-    CacheConfig,
-    EntryMeta,
-    PreprocessSettings,
-    entry_key,
-    entry_path,
-    read_entry_meta,
-    write_config,
-)
-from stages.dicom import Reader
+from stages.cache import CacheConfig, PreprocessSettings, entry_key, entry_path, write_config
+from stages.convert import PatientRecord, PatientTask, convert, current_entry, init_worker, work
 from stages.dicom_fast import make_reader
 from stages.errors import DataError, Problem, Problems
 from stages.intensity import Normalisation
 from stages.inventory import Item, scan
-from stages.io import remove_partial_files, save_npz, write_csv, write_json
-from stages.params import PreprocessParams, worker_count, worker_pool
-from stages.volume import empty_arrays, load_patient
+from stages.io import remove_partial_files, write_csv, write_json
+from stages.params import PreprocessParams, start_worker_server, worker_count, worker_pool
 
 log = logging.getLogger("preprocess")
-
-
-@dataclass(frozen=True)
-class PatientTask:
-    """One patient to bring up to date: its entry name (``train/00012``), folder and expected key."""
-
-    name: str
-    folder: Path | None
-    key: str
-    out: Path
-    root: Path
-    files: int
-
-
-@dataclass(frozen=True)
-class PatientRecord:
-    """The state of one entry after its task: what it records, and whether it was converted now."""
-
-    name: str
-    meta: EntryMeta
-    converted: bool
-    files: int
+WORKER_MODULES = ("stages.convert",)  # what the pool workers run
 
 
 def normalisation_from_params(p: PreprocessParams) -> Normalisation:
@@ -86,48 +54,6 @@ def settings_from_params(p: PreprocessParams) -> PreprocessSettings:
         blank_level=p.blank_level,
         blank_min_fraction=p.blank_min_fraction,
     )
-
-
-def convert_patient(task: PatientTask, *, settings: PreprocessSettings, reader: Reader) -> EntryMeta:
-    """Convert one patient folder and write its entry (arrays and meta together, atomically)."""
-    problems = Problems(root=task.root)
-    if task.folder is None:  # listed for prediction without a folder: recorded by cohort.discover
-        arrays = empty_arrays(settings)
-    else:
-        arrays = load_patient(task.folder, settings=settings, reader=reader, problems=problems)
-    meta = EntryMeta(
-        key=task.key,
-        counts={name: len(arrays[name]) for name in settings.series},
-        problems=tuple(problems.items),
-    )
-    save_npz(task.out, arrays, meta.to_dict())
-    return meta
-
-
-def current_entry(task: PatientTask) -> PatientRecord | None:
-    """The record of the task's entry when its key matches (nothing to convert), else None."""
-    meta = read_entry_meta(task.out)
-    return PatientRecord(task.name, meta, False, task.files) if meta is not None and meta.key == task.key else None
-
-
-def convert(task: PatientTask, *, settings: PreprocessSettings, reader: Reader) -> PatientRecord:
-    """Convert the task's patient and write its entry."""
-    return PatientRecord(task.name, convert_patient(task, settings=settings, reader=reader), True, task.files)
-
-
-_WORKER: dict[str, object] = {}  # a pool worker's settings and reader (its memo lives for the run)
-
-
-def _init_worker(settings: PreprocessSettings, reader_kind: str) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
-    _WORKER.update(settings=settings, reader=make_reader(reader_kind))
-    # Long-lived objects (pydicom's data dictionary and the like) leave the garbage collector's
-    # scans, which the many small objects of parsed headers would otherwise trigger over and over.
-    gc.freeze()
-
-
-def _work(task: PatientTask) -> PatientRecord:
-    return convert(task, settings=_WORKER["settings"], reader=_WORKER["reader"])  # type: ignore[arg-type]
 
 
 def plan_tasks(
@@ -165,10 +91,14 @@ def convert_all(
     done = {r.name for r in current}
     todo = [t for t in tasks if t.name not in done]
     n_workers = min(worker_count(workers), len(todo))
-    pool = worker_pool(n_workers, _init_worker, (settings, reader)) if n_workers > 1 else None
+    pool = (
+        worker_pool(n_workers, preload=WORKER_MODULES, initializer=init_worker, initargs=(settings, reader))
+        if n_workers > 1
+        else None
+    )
     try:
         if pool is not None:
-            converted: Iterable[PatientRecord] = pool.imap(_work, todo)
+            converted: Iterable[PatientRecord] = pool.imap(work, todo)
         else:
             local = make_reader(reader)
             converted = (convert(t, settings=settings, reader=local) for t in todo)
@@ -237,6 +167,8 @@ def run(
     reader: str = "fast",
 ) -> Outcome:
     """Bring the cache up to date with ``raw_dir``; nothing is deleted unless the dataset is usable."""
+    if worker_count(workers) > 1:  # the workers' server boots (~0.5 s of imports) while we plan
+        start_worker_server(WORKER_MODULES)
     problems = Problems(root=raw_dir)
     patients = cohort.discover(raw_dir, exclude=exclude, problems=problems)  # refuses an unusable root
     if strict and problems.items:

@@ -18,7 +18,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from stages import preprocess
+from stages import convert, preprocess
 from stages.errors import DataError
 from tests.conftest import IDENTIFYING, ROOT, make_settings, run_stage, tree_digest, write_config
 
@@ -177,9 +177,9 @@ def test_incremental_rerun_converts_only_what_changed(tmp_path, clean_cohort, mo
     (raw / "train_labels.csv").write_text("".join(f"{x}\n" for x in labels.splitlines() if not x.startswith(train[3])))
 
     converted: list[str] = []
-    original = preprocess.convert_patient
+    original = convert.convert_patient
     monkeypatch.setattr(
-        preprocess, "convert_patient", lambda task, **kw: converted.append(task.name) or original(task, **kw)
+        convert, "convert_patient", lambda task, **kw: converted.append(task.name) or original(task, **kw)
     )
     outcome = run(raw, tmp_path / "inc", workers=1)
     assert sorted(converted) == sorted(["train/00990", "train/00991", f"train/{train[2]}"])
