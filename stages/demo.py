@@ -56,7 +56,9 @@ def build_cohort(
     }
     jobs = [(tmp / split / spec.pid, spec, slices, image_size, seed) for split, ps in specs.items() for spec in ps]
     files = 0
-    with worker_pool(worker_count(0), preload=("stages.demo",)) as pool:  # each patient has its own seeded streams
+    # The server preloads what the workers run, not this module: run as ``-m stages.demo`` it is also
+    # the main module, which each worker imports itself (preloading it too makes runpy warn).
+    with worker_pool(worker_count(0), preload=("stages.phantom",)) as pool:  # each patient has its own seeded streams
         for n in tqdm(pool.imap(_write, jobs), total=len(jobs), desc="demo", unit="patient", disable=None):
             files += n
     faults = break_files(root=tmp, train_ids=train_ids[3:], test_ids=test_ids) if quirks else []
@@ -99,9 +101,11 @@ def main() -> None:
     with stage("demo", __doc__) as ctx:
         summary = build_cohort(out_dir=Path(ctx.paths.demo_dir), **ctx.params.demo.model_dump())
     log.info(
-        "wrote %d files for %s patients; Bayes-optimal AUC %.3f (population), %.3f (this train cohort)",
+        "wrote %d files for %d train and %d test patients; "
+        "Bayes-optimal AUC %.3f (population), %.3f (this train cohort)",
         summary["files"],
-        summary["patients"],
+        summary["patients"]["train"],
+        summary["patients"]["test"],
         summary["bayes_auc_population"],
         summary["bayes_auc_train"],
     )

@@ -12,7 +12,7 @@ import pytest
 
 from stages.demo import build_cohort
 from stages.phantom import FAULTY_IDS, SERIES, bayes_auc
-from tests.conftest import TINY, tree_digest
+from tests.conftest import TINY, run_stage, tree_digest, write_config
 
 
 def test_layout_matches_the_challenge(clean_cohort):
@@ -96,3 +96,12 @@ def test_small_cohorts_get_every_fault_even_when_a_patient_lacks_a_series(tmp_pa
     build_cohort(out_dir=root, quirks=True, **{**TINY, "n_train": 9, "n_test": 1, "seed": 2021})
     faults = json.loads((root / "demo_cohort.json").read_text())["faults"]
     assert any("no pixel data" in f for f in faults)
+
+
+def test_the_stage_prints_its_summary_line_and_nothing_else(tmp_path):
+    """No library or interpreter warning reaches the user, from the stage or its workers."""
+    env = write_config(tmp_path / "run", demo={k: v for k, v in TINY.items() if k != "seed"})
+    proc = run_stage("demo", env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) == 1 and "Bayes-optimal AUC" in lines[0], lines
