@@ -79,6 +79,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     commit(path, "small")
     first = sh("dvc", "repro", cwd=path)
     assert stages_run(first) == ALL - {"inventory"}
+    (path.parent / "first_repro.log").write_text(first.stdout + first.stderr)
     commit(path, "reproduced")
     return path
 
@@ -89,6 +90,16 @@ def test_repro_gives_patient_level_metrics_and_a_clean_tree(repo):
         assert key in m, key
     assert 0 <= m["patient_auc"] <= 1 and m["n_patients"] == 37
     assert sh("git", "status", "--porcelain", cwd=repo).stdout == ""
+
+
+def test_each_stage_prints_one_summary_line_and_no_warning(repo):
+    """What a user reads from ``dvc repro``: DVC's own lines and one ``<stage>: ...`` line per stage
+    (``train`` adds one per fold)."""
+    dvc = re.compile(r"^$|^\s|^Running stage |^> python -m stages\.|^(Generating|Updating) lock|^To |^Use `dvc")
+    printed = (repo.parent / "first_repro.log").read_text().splitlines()
+    ours = [line.split(": ")[0] for line in printed if not dvc.match(line)]
+    assert sorted(ours) == sorted([*ALL, *["train"] * SMALL["cv"]["folds"]]), printed
+    assert not [line for line in printed if "warning" in line.lower()]
 
 
 def test_a_second_repro_runs_only_the_inventory_check(repo):
