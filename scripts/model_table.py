@@ -5,9 +5,10 @@
 Each cell runs the pipeline's own stage code in this process (demo, preprocess, train, evaluate),
 exactly what ``dvc exp run`` with the same parameters runs (the command of every row is printed),
 from ``params.yaml`` with the row's changes. Demo cohorts and preprocessed caches are shared
-between rows with the same settings. Results go to ``scripts/out/results.jsonl`` as they come
-(a rerun skips what is there) and the table is printed as markdown: mean +- sd over the seeds,
-beside the permuted-label control, the intensity-quantile probe and the Bayes-optimal AUC.
+between rows with the same settings. Results go to ``scripts/out/results.jsonl`` as they come,
+keyed by every parameter: a rerun skips the cells that have a result, and an edit to ``params.yaml``
+reruns the cells it changes. The table of the current parameters is printed as markdown: mean +- sd
+over the seeds, beside the permuted-label control, the intensity-quantile probe and the Bayes AUC.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def params_with(changes: dict[str, object]):  # noqa: ANN201 - stages.params.Par
 
 def key(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cell_key(params, *, permuted: bool) -> str:  # noqa: ANN001
+    """A result's identity: every parameter, so an edit to params.yaml reruns the cells it changes."""
+    return key(params.model_dump(mode="json")) + ("-permuted" if permuted else "")
 
 
 def demo_dir(params, *, permuted: bool) -> Path:  # noqa: ANN001
@@ -174,12 +180,15 @@ def main() -> None:
         if results_file.exists()
         else {}
     )
+    current = []
     for size, row, norm, seed, changes in cells(args.size, args.seeds, args.rows, args.norms):
-        cell_id = key(changes) + ("-permuted" if "permuted" in row else "")
+        params = params_with(changes)
+        cell_id = cell_key(params, permuted="permuted" in row)
+        current.append(cell_id)
         if cell_id in done or args.table_only:
             continue
         start = time.perf_counter()
-        metrics = run_cell(params_with(changes), permuted="permuted" in row)
+        metrics = run_cell(params, permuted="permuted" in row)
         record = {
             "id": cell_id,
             "size": size,
@@ -189,6 +198,7 @@ def main() -> None:
             "command": command(changes),
             "seconds": round(time.perf_counter() - start),
             **metrics,
+            "params": params.model_dump(mode="json"),
         }
         done[cell_id] = record
         with results_file.open("a") as fh:
@@ -197,7 +207,7 @@ def main() -> None:
             f"{size} | {row} | {norm} | seed {seed}: patient AUC {metrics['patient_auc']:.3f} ({record['seconds']} s)",
             flush=True,
         )
-    print_table(list(done.values()))
+    print_table([done[i] for i in current if i in done])
 
 
 def print_table(records: list[dict]) -> None:
