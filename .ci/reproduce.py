@@ -1,9 +1,12 @@
-"""CI reproducibility check of the default pipeline, run from the root of a clean clone.
+"""CI reproducibility check of the default pipeline, run from the root of a clean clone, on any x86-64
+CPU with AVX2 (the pipeline pins its numerical environment, ``stages/numerics.py``, so every output is
+expected bit-identical to the committed one, whichever CPU made it).
 
 1. ``dvc repro`` runs every stage; the output hashes in ``dvc.lock`` must equal the committed ones
-   (``git show HEAD:dvc.lock``), models included, and ``git status --porcelain`` must be empty;
-2. a second ``dvc repro`` runs nothing but the always-run ``inventory`` check, and ``dvc status``
-   reports nothing else;
+   (``git show HEAD:dvc.lock``), models included, and ``git status --porcelain`` must be empty (the
+   metrics, plot data and training curves are committed files);
+2. a second ``dvc repro`` runs nothing but the always-run stages, and ``dvc status`` reports
+   nothing else;
 3. the persistent preprocessing cache and the inventory state are deleted and ``dvc repro --force``
    rebuilds everything from scratch: the same output hashes again, bit-identical metrics;
 4. the submission covers ``sample_submission.csv`` with unrounded probabilities.
@@ -21,8 +24,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-ALWAYS_RUN = {"inventory"}  # cheap stages DVC runs every time (always_changed)
-METRICS = Path("dvclive/evaluate/metrics.json")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ALWAYS_RUN = {"fingerprint", "inventory"}  # cheap stages DVC runs every time (always_changed)
+METRICS = Path("eval/metrics.json")
+DETAILS = Path("eval/details.json")
 
 
 def run(*cmd: str) -> str:
@@ -61,9 +67,28 @@ def status_problems(status_json: str) -> dict:
     return {k: v for k, v in status.items() if not (k in ALWAYS_RUN and v == ["always changed"])}
 
 
+def machine() -> str:
+    """This CPU's model name and the numerical environment in force."""
+    from stages.numerics import PORTABLE, portable
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    pins = ", ".join(f"{k}={v}" for k, v in PORTABLE.items()) if portable() else "none (MGMT_NUMERICS=native)"
+    return f"{cpu}; numerical pins: {pins}"
+
+
 def check_clean(committed: str, when: str) -> None:
-    """The lock's outputs equal the committed ones and git sees no change."""
-    diff = lock_differences(committed, Path("dvc.lock").read_text())
+    """The lock's outputs equal the committed ones (each listed) and git sees no change."""
+    reproduced = Path("dvc.lock").read_text()
+    diff = lock_differences(committed, reproduced)
+    for key in sorted(output_hashes(reproduced)):
+        print(f"  {'DIFFERS' if key in diff else 'bit-identical'}: {key}", flush=True)
     if diff:
         sys.exit(f"reproduce: {when}: outputs differ from the committed dvc.lock: {', '.join(diff)}")
     dirty = run("git", "status", "--porcelain").strip()
@@ -76,6 +101,7 @@ def main() -> None:
     committed = subprocess.run(["git", "show", "HEAD:dvc.lock"], capture_output=True, text=True).stdout
     if not committed:
         sys.exit("reproduce: no committed dvc.lock to compare with")
+    print("reproduce: on", machine(), flush=True)
     ran = stages_run(run("dvc", "repro"))
     print("reproduced stages:", ", ".join(ran), flush=True)
     check_clean(committed, "after `dvc repro`")
@@ -101,7 +127,7 @@ def main() -> None:
     if sub["MGMT_value"].nunique() <= 11:
         sys.exit("reproduce: submission has 11 or fewer distinct values (rounded?)")
     print("reproduce: OK - outputs match the committed dvc.lock, from scratch too, and git status is clean")
-    print(METRICS.read_text())
+    print(DETAILS.read_text())
 
 
 if __name__ == "__main__":

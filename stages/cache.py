@@ -20,23 +20,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stages.codehash import PACKAGE_DIR, code_digests
 from stages.errors import DataError, Problem
-from stages.fingerprint import PACKAGE_DIR, source_digest
 from stages.intensity import Normalisation
 from stages.io import json_text, read_json, read_npz_meta, write_json
+from stages.numerics import portable
 
 CONFIG_FILE = "config.json"
 # Every module whose code shapes a cached array or what an entry records (tested to be exactly the
 # stages modules that preprocess imports, less those that only list files or read parameters).
 CODE_MODULES = (
     "cache",
+    "codehash",
     "convert",
     "dicom",
     "dicom_fast",
     "errors",
-    "fingerprint",
     "intensity",
     "io",
+    "numerics",
     "planner",
     "preprocess",
     "volume",
@@ -83,13 +85,14 @@ class PreprocessSettings:
 
 
 def code_digest(modules: tuple[str, ...] = CODE_MODULES, package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
-    """:func:`source_digest` of each ``stages`` module in ``modules``."""
-    return {name: source_digest((package_dir / f"{name}.py").read_text()) for name in modules}
+    """Behaviour digest of each ``stages`` module in ``modules`` (``stages/codehash.py``)."""
+    return code_digests(modules, package_dir)
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that decode and resize (and of Python)."""
-    versions = {"python": ".".join(map(str, sys.version_info[:3]))}
+    """Installed versions of the libraries that decode and resize, Python's ``major.minor`` and
+    whether the numerical environment is pinned (``stages/numerics.py``)."""
+    versions = {"python": ".".join(map(str, sys.version_info[:2])), "numerics": "portable" if portable() else "native"}
     for name in LIBRARIES:
         try:
             versions[name] = importlib.metadata.version(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,28 @@ class Split:
     @property
     def name(self) -> str:
         return f"repeat{self.repeat}_fold{self.fold}"
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """The patients one model trains and validates on: cache entry paths, labels, sample count."""
+
+    fit_paths: list[Path]
+    fit_labels: np.ndarray
+    fit_samples: int
+    val_paths: list[Path]
+    val_labels: np.ndarray
+
+
+def fold_data(split: Split, *, files: list[Path], labels: np.ndarray, samples: np.ndarray) -> FoldData:
+    """What the model of ``split`` trains and validates on, from per-patient files, labels and sample counts."""
+    return FoldData(
+        fit_paths=[files[i] for i in split.fit],
+        fit_labels=labels[split.fit],
+        fit_samples=int(samples[split.fit].sum()),
+        val_paths=[files[i] for i in split.val],
+        val_labels=labels[split.val],
+    )
 
 
 def sample_count(counts: dict[str, int], *, kind: str, series: list[str] | tuple[str, ...]) -> int:

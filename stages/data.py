@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -73,58 +72,80 @@ def patient_dataset(
     batch_size: int,
     shuffle_buffer: int,
     seed: int,
+    epochs: int,
     augment: bool = False,
 ) -> tf.data.Dataset:
-    """Shuffled training batches ``(uint8 samples, one-hot labels)`` streamed from the cache.
+    """Shuffled training batches ``(uint8 samples, one-hot labels)`` of every epoch, streamed from the cache.
 
-    Patients are read one at a time in a seeded order that changes each epoch, and slices are
-    mixed in a bounded shuffle buffer, so memory does not grow with the cohort. With ``augment``
-    each sample is flipped left-right with probability 1/2 and shifted by up to two pixels.
+    Each epoch reads the patients one at a time in its own seeded order, mixes their slices in a
+    bounded shuffle buffer (memory does not grow with the cohort) and batches them; with
+    ``augment`` each sample is flipped left-right with probability 1/2 and shifted by up to two
+    pixels. Every random choice is drawn here, up front, from ``seed``: nothing depends on how
+    many iterators are made or how far tf.data reads ahead, which varies with the machine's speed.
+    Train with ``steps_per_epoch`` (one iterator for all epochs).
     """
     rng = np.random.default_rng(seed)
+    orders = tf.constant(np.stack([rng.permutation(len(paths)) for _ in range(epochs)]), tf.int64)
+    keys = tf.constant(rng.integers(0, 2**63 - 1, size=(epochs, len(paths))), tf.int64)  # augmentation
+    mix_seeds = tf.constant(rng.integers(0, 2**31 - 1, size=epochs), tf.int64)
 
-    def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for i in rng.permutation(len(paths)):
-            x = load(paths[i])
-            if augment:
-                x = augmented(x, rng)
-            if len(x):
-                y = np.zeros((len(x), 2), np.float32)
-                y[:, labels[i]] = 1.0
-                yield x, y
+    def load_one(index: np.int64, key: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        x = load(paths[int(index)])
+        if augment:
+            x = augmented(x, np.random.default_rng(int(key)))
+        y = np.zeros((len(x), 2), np.float32)
+        y[:, labels[int(index)]] = 1.0
+        return x, y
 
-    signature = (
-        tf.TensorSpec((None, *spec.shape), tf.uint8),
-        tf.TensorSpec((None, 2), tf.float32),
-    )
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    # a generator's length is unknown to Keras; declaring it keeps epochs well defined
-    return ds.apply(tf.data.experimental.assert_cardinality(-(-n_samples // batch_size))).prefetch(tf.data.AUTOTUNE)
+    def read(index: tf.Tensor, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(load_one, [index, key], (tf.uint8, tf.float32), stateful=False)
+        return tf.ensure_shape(x, (None, *spec.shape)), tf.ensure_shape(y, (None, 2))
+
+    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+        patients = tf.data.Dataset.from_tensor_slices((orders[e], keys[e])).map(read).unbatch()
+        return patients.shuffle(shuffle_buffer, seed=mix_seeds[e], reshuffle_each_iteration=False).batch(batch_size)
+
+    ds = tf.data.Dataset.range(epochs).flat_map(epoch)
+    # the stream's length is unknown to Keras; declaring it keeps epochs well defined
+    steps = epochs * steps_per_epoch(n_samples, batch_size)
+    return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(n_samples: int, batch_size: int) -> int:
+    """Batches in one pass over ``n_samples`` samples (the last one may be short)."""
+    return -(-n_samples // batch_size)
+
+
+def predict_samples(model: tf.keras.Model, samples: Iterable[np.ndarray], *, batch_size: int) -> list[np.ndarray]:
+    """Positive-class probability of each patient's samples (one array per patient, empty for none).
+
+    Samples are predicted in consecutive batches of ``batch_size`` across patients as they come,
+    so ``samples`` may be a generator that reads patients one at a time (memory stays bounded).
+    """
+    counts: list[int] = []
+    queue: list[np.ndarray] = []
+    out: list[np.ndarray] = []
+    for x in samples:
+        counts.append(len(x))
+        queue += [x] if len(x) else []
+        while sum(map(len, queue)) >= batch_size:
+            stacked = np.concatenate(queue)
+            out.append(model.predict_on_batch(stacked[:batch_size])[:, 1])
+            queue = [stacked[batch_size:]]
+    if sum(map(len, queue)):
+        out.append(model.predict_on_batch(np.concatenate(queue))[:, 1])
+    probs = np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+    return np.split(probs, np.cumsum(counts)[:-1]) if counts else []
+
+
+def patient_scores(probs: list[np.ndarray]) -> np.ndarray:
+    """A patient's raw score: the mean of its samples' probabilities (NaN for a patient without)."""
+    return np.array([p.mean() if len(p) else np.nan for p in probs], dtype=np.float64)
 
 
 def predict_patients(
     model: tf.keras.Model, paths: list[Path], *, load: SampleFn, batch_size: int = 64
 ) -> list[np.ndarray]:
-    """Positive-class probability of every sample, one array per patient (empty: no samples).
-
-    One streamed ``predict`` call over all patients keeps memory bounded and avoids retracing.
-    """
-    counts: list[int] = []
-
-    def generate() -> Iterator[np.ndarray]:
-        counts.clear()
-        for path in paths:
-            x = load(path) if path.exists() else np.zeros((0,), np.uint8)
-            counts.append(len(x))
-            if len(x):
-                yield x
-
-    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8)
-    ds = tf.data.Dataset.from_generator(generate, output_signature=spec).unbatch().batch(batch_size)
-    if next(iter(ds.take(1)), None) is None:  # Keras cannot predict on an empty dataset
-        return [np.zeros(0) for _ in paths]
-    with warnings.catch_warnings():  # the stream's length is unknown until it ends, as expected here
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        probs = model.predict(ds, verbose=0)[:, 1].astype(np.float64)
-    return np.split(probs, np.cumsum(counts)[:-1])
+    """:func:`predict_samples` of cached patients, read one at a time (a missing entry: no samples)."""
+    empty = np.zeros((0,), np.uint8)
+    return predict_samples(model, (load(p) if p.exists() else empty for p in paths), batch_size=batch_size)

@@ -2,8 +2,10 @@
 
 Reads ``predictions/`` (written by ``train``) and, for the demo cohort, the latent scores behind
 its labels (``<data.raw_dir>/demo_oracle.csv``) to report the Bayes-optimal AUC on exactly the
-evaluated patients. Writes ``dvclive/evaluate/metrics.json`` and the ROC, precision-recall and
-confusion-matrix plots of the headline patient score (``cv.pooling``), averaged over repeats.
+evaluated patients. Writes the headline metrics to ``eval/metrics.json`` (what ``dvc metrics
+show`` and ``dvc exp show`` list), every metric to ``eval/details.json``, and the ROC,
+precision-recall and confusion-matrix plots of the headline patient score (``cv.pooling``),
+averaged over repeats, to ``eval/plots/``. All of them are small and kept in git.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import numpy as np
 import pandas as pd
 
 from stages.cohort import read_oracle
+from stages.io import write_json
 from stages.scoring import auc, summary_metrics
 
 log = logging.getLogger("evaluate")
+HEADLINE = ("patient_auc", "patient_auc_ci95_low", "patient_auc_ci95_high", "fold_auc_mean", "bayes_auc", "n_patients")
 
 
 def threshold(pooling: str, prevalence: float) -> float:
@@ -41,6 +45,19 @@ def slice_auc(slices: pd.DataFrame) -> float | None:
     return float(np.mean([auc(g["MGMT_value"].to_numpy(), g["prob"].to_numpy()) for _, g in slices.groupby("repeat")]))
 
 
+def flatten(metrics: dict) -> dict:
+    """One level: an interval ``[low, high]`` becomes ``<name>_low``/``_high``, a dict ``<name>/<key>``."""
+    flat = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}/{key}": v for key, v in value.items()})
+        elif isinstance(value, list):
+            flat.update({f"{name}_low": value[0], f"{name}_high": value[1]})
+        else:
+            flat[name] = value
+    return flat
+
+
 def evaluate(
     *, patients: pd.DataFrame, slices: pd.DataFrame, oracle: dict[str, float], pooling: str, seed: int
 ) -> dict:
@@ -55,6 +72,29 @@ def evaluate(
     return metrics
 
 
+def patient_means(patients: pd.DataFrame, pooling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each patient's label and headline score averaged over repeats, ordered by ID."""
+    mean = patients.groupby("BraTS21ID").agg(y=("MGMT_value", "first"), p=(pooling, "mean"))
+    return mean["y"].to_numpy(), mean["p"].to_numpy()
+
+
+def write_outputs(out_dir: Path, *, metrics: dict, labels: np.ndarray, scores: np.ndarray, cut: float) -> None:
+    """``metrics.json`` (the :data:`HEADLINE` metrics, through dvclive), ``details.json`` (all of
+    ``metrics``, flattened) and the sklearn plots of ``scores``."""
+    from dvclive import Live
+
+    flat = flatten(metrics)
+    live = Live(dir=str(out_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    for name in HEADLINE:
+        if name in flat:
+            live.log_metric(name, flat[name], plot=False)
+    live.log_sklearn_plot("roc", labels, scores, name="roc.json")
+    live.log_sklearn_plot("precision_recall", labels, scores, name="precision_recall.json")
+    live.log_sklearn_plot("confusion_matrix", labels, (scores >= cut).astype(int), name="confusion_matrix.json")
+    live.end()
+    write_json(out_dir / "details.json", flat)
+
+
 def main() -> None:
     """Run the stage from ``params.yaml``."""
     from stages.cli import stage
@@ -66,7 +106,10 @@ def main() -> None:
         pooling = ctx.params.cv.pooling
         oracle = read_oracle(Path(ctx.params.data.raw_dir))
         metrics = evaluate(patients=patients, slices=slices, oracle=oracle, pooling=pooling, seed=ctx.params.cv.seed)
-        write_plots(Path(ctx.paths.eval_live), patients=patients, metrics=metrics, pooling=pooling)
+        labels, scores = patient_means(patients, pooling)
+        cut = threshold(pooling, float(labels.mean()))
+        metrics["confusion_threshold"] = cut
+        write_outputs(Path(ctx.paths.eval_dir), metrics=metrics, labels=labels, scores=scores, cut=cut)
     log.info(
         "patient AUC %.3f (95%% CI %.3f-%.3f; %s pooling; raw %.3f, rank %.3f, calibrated %.3f; folds %.3f +/- %.3f) "
         "on %d patients; Bayes-optimal %s",
@@ -81,30 +124,6 @@ def main() -> None:
         metrics["n_patients"],
         "n/a (real data)" if "bayes_auc" not in metrics else f"{metrics['bayes_auc']:.3f}",
     )
-
-
-def write_plots(out_dir: Path, *, patients: pd.DataFrame, metrics: dict, pooling: str) -> None:
-    """``metrics.json`` and the sklearn plots of the repeat-averaged headline score, through dvclive."""
-    from dvclive import Live
-
-    mean = patients.groupby("BraTS21ID").agg(y=("MGMT_value", "first"), p=(pooling, "mean"))
-    y, p = mean["y"].to_numpy(), mean["p"].to_numpy()
-    cut = threshold(pooling, float(y.mean()))
-    live = Live(dir=str(out_dir), dvcyaml=None, save_dvc_exp=False, report=None)
-    for name, value in metrics.items():
-        if isinstance(value, dict):
-            for key, v in value.items():
-                live.log_metric(f"{name}/{key}", v, plot=False)
-        elif isinstance(value, list):
-            live.log_metric(f"{name}_low", value[0], plot=False)
-            live.log_metric(f"{name}_high", value[1], plot=False)
-        else:
-            live.log_metric(name, value, plot=False)
-    live.log_metric("confusion_threshold", cut, plot=False)
-    live.log_sklearn_plot("roc", y, p, name="roc.json")
-    live.log_sklearn_plot("precision_recall", y, p, name="precision_recall.json")
-    live.log_sklearn_plot("confusion_matrix", y, (p >= cut).astype(int), name="confusion_matrix.json")
-    live.end()
 
 
 if __name__ == "__main__":

@@ -1,88 +1,64 @@
-"""Stage ``fingerprint``: one fingerprint per stage of the code it runs, blind to comments and formatting.
+"""Stage ``fingerprint``: per stage, the code and library versions that shape its outputs.
 
 DVC reruns a stage whenever a file it depends on changes by a byte. Every other stage depends on
-its fingerprint, ``data/fingerprints/<stage>.txt``, instead of on source files: the digest of the syntax
-tree, without docstrings, of each ``stages`` module the stage imports (directly or through other
-modules, lazy imports included). An edited comment reruns only this stage (a fraction of a
-second), and its unchanged fingerprints stop DVC there; a behavioural edit reruns exactly the
-stages that import the module.
+its fingerprint, ``data/fingerprints/<stage>.txt``, instead of on source files: one line per
+``stages`` module the stage runs (its behaviour digest: comments, docstrings, formatting and log
+text do not count; the command-line plumbing of ``cli.py`` is left out) and one per pinned library
+it loads (installed version), see ``stages/codehash.py``. An edited comment, or a library no stage
+of ours loads, reruns only this stage (a fraction of a second); a behavioural edit or an upgrade
+reruns exactly the stages that run the module or load the library, and the summary line names it.
+
+This stage runs first on every ``dvc repro`` (the environment is not a file DVC can watch) and
+validates all of ``params.yaml``: a bad value given with ``dvc exp run -S`` stops here, before DVC
+has removed any other stage's outputs (this stage's own are persistent, written in place).
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import logging
 from pathlib import Path
 
+from stages.codehash import PACKAGE_DIR, code_digests, libraries_of, module_closure
+
 log = logging.getLogger("fingerprint")
-PACKAGE = "stages"
-PACKAGE_DIR = Path(__file__).resolve().parent
 STAGES = ("demo", "inventory", "preprocess", "train", "evaluate", "predict", "report")
 
 
-def strip_docstrings(tree: ast.AST) -> ast.AST:
-    """Remove the docstring of the module and of every class and function in ``tree`` (in place)."""
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            first = body[0] if body else None
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
-
-
-def source_digest(source: str) -> str:
-    """Digest of Python source that ignores comments, docstrings and formatting."""
-    tree = strip_docstrings(ast.parse(source))
-    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
-
-
-def imported_modules(source: str) -> set[str]:
-    """Names of the ``stages`` modules that ``source`` imports anywhere (functions included)."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith(f"{PACKAGE}.")}
-        elif isinstance(node, ast.ImportFrom) and node.module == PACKAGE:
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(f"{PACKAGE}."):
-            found.add(node.module.split(".")[1])
-    return found
-
-
-def module_closure(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
-    """``module`` and every ``stages`` module it imports, transitively, sorted."""
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        todo += sorted(imported_modules((package_dir / f"{name}.py").read_text()) - seen)
-    return sorted(seen)
-
-
 def fingerprint(stage: str, package_dir: Path = PACKAGE_DIR) -> str:
-    """The fingerprint file of a stage: one ``module digest`` line per module it runs."""
+    """The fingerprint file of a stage: ``module <name> <digest>`` and ``library <name> <version>`` lines."""
     modules = module_closure(stage, package_dir)
-    return "".join(f"{m} {source_digest((package_dir / f'{m}.py').read_text())}\n" for m in modules)
+    code = [f"module {m} {d}\n" for m, d in code_digests(modules, package_dir).items()]
+    libs = [f"library {n} {v}\n" for n, v in libraries_of(modules, package_dir).items()]
+    return "".join(code + libs)
+
+
+def changes(old: str, new: str) -> list[str]:
+    """Names of the modules and libraries whose line differs between two fingerprints."""
+    a, b = set(old.splitlines()), set(new.splitlines())
+    return sorted({line.split()[1] for line in a ^ b if len(line.split()) == 3})
 
 
 def main() -> None:
-    """Write ``data/fingerprints/<stage>.txt`` for every stage."""
+    """Write ``data/fingerprints/<stage>.txt`` for every stage; name what changed."""
     from stages.cli import stage
     from stages.io import write_text
 
     with stage("fingerprint", __doc__) as ctx:
         out = Path(ctx.paths.fingerprints)
+        changed = {}
         for name in STAGES:
-            write_text(out / f"{name}.txt", fingerprint(name))
-    log.info("fingerprints of %d stages in %s", len(STAGES), out)
+            path, text = out / f"{name}.txt", fingerprint(name)
+            old = path.read_text() if path.exists() else None
+            if old != text:
+                write_text(path, text)
+                changed[name] = changes(old, text) if old is not None else ["new"]
+        for stray in sorted(set(out.glob("*.txt")) - {out / f"{s}.txt" for s in STAGES}):
+            stray.unlink()
+    if changed:
+        what = "; ".join(f"{s} ({', '.join(c)})" for s, c in changed.items())
+        log.info("%d of %d stages have new code or libraries: %s", len(changed), len(STAGES), what)
+    else:
+        log.info("code and libraries of all %d stages unchanged", len(STAGES))
 
 
 if __name__ == "__main__":

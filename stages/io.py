@@ -3,7 +3,6 @@ archives (identical content gives identical bytes), and fast reads of inputs."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -11,7 +10,7 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -178,16 +177,3 @@ def stable_keras_bytes(data: bytes) -> bytes:
             content = _renumber_shared_objects(content.decode()).encode()
         out.append((name, content))
     return _zip_bytes(out)
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` (same suffix) that replaces ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

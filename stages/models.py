@@ -18,9 +18,30 @@ resnet3d    volume       a 3D ResNet in the ResNet-10 layout of the 1st-place so
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from stages.params import INPUT_KIND
+
+
+@keras.saving.register_keras_serializable(package="mgmt")
+class BatchNorm(layers.BatchNormalization):
+    """Batch normalisation whose scale is ``gamma / sqrt(variance + epsilon)``, computed exactly.
+
+    Keras's layer computes ``rsqrt``, which TensorFlow's CPU kernel takes from the processor's
+    approximate reciprocal-square-root instruction: its last bits differ between Intel and AMD,
+    so a model with batch normalisation trained differently on each. Square root and division
+    are exact (IEEE) everywhere. Channels last, no mask, no renormalisation.
+    """
+
+    def call(self, inputs, training=None):
+        if training and self.trainable:
+            mean, variance = ops.moments(inputs, axes=self._reduction_axes)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        scale = self.gamma / ops.sqrt(variance + self.epsilon)
+        return inputs * scale + (self.beta - mean * scale)
 
 
 def seed_cnn(*, img_size: int, channels: int = 1) -> keras.Model:
@@ -55,7 +76,7 @@ def mil_cnn(*, img_size: int, channels: int, depth: int, width: int) -> keras.Mo
     x = layers.Rescaling(1.0 / 255)(inp)
     for k, mult in enumerate((1, 2, 4)):
         x = layers.Conv3D(width * mult, (1, 3, 3), padding="same", use_bias=False, name=f"block{k + 1}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{k + 1}_bn")(x)
+        x = BatchNorm(name=f"block{k + 1}_bn")(x)
         x = layers.ReLU(name=f"block{k + 1}_relu")(x)
         if k < 2:
             x = layers.MaxPooling3D((1, 2, 2), name=f"block{k + 1}_pool")(x)
@@ -114,13 +135,13 @@ def _basic_block(x: keras.KerasTensor, filters: int, *, stride: int, name: str) 
     """ResNet basic block: two 3x3x3 convolutions with batch norm, and a projected shortcut."""
     shortcut = x
     y = layers.Conv3D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = BatchNorm(name=f"{name}_bn1")(y)
     y = layers.ReLU()(y)
     y = layers.Conv3D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = BatchNorm(name=f"{name}_bn2")(y)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv3D(filters, 1, strides=stride, use_bias=False, name=f"{name}_down")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_down_bn")(shortcut)
+        shortcut = BatchNorm(name=f"{name}_down_bn")(shortcut)
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
@@ -129,7 +150,7 @@ def resnet3d(*, img_size: int, channels: int, depth: int, width: int) -> keras.M
     inp = keras.Input((depth, img_size, img_size, channels))
     x = layers.Rescaling(1.0 / 255)(inp)
     x = layers.Conv3D(width, 7, strides=(1, 2, 2), padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = BatchNorm(name="stem_bn")(x)
     x = layers.ReLU()(x)
     x = layers.MaxPooling3D(3, strides=2, padding="same")(x)
     for k, mult in enumerate((1, 2, 4, 8)):

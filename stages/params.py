@@ -172,7 +172,7 @@ class Paths(_Section):
     models_dir: Str
     oof: Str
     training_log: Str
-    eval_live: Str
+    eval_dir: Str
     submission: Str
     predict_report: Str
     report_dir: Str

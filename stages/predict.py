@@ -57,14 +57,12 @@ def ensemble_scores(
     models: list[keras.Model], sample_sets: list[np.ndarray], *, card: dict, pooling: str
 ) -> list[float | None]:
     """Each patient's score: every model's pooled patient score (see ``stages/scoring.py``), averaged."""
+    from stages.data import patient_scores, predict_samples
     from stages.scoring import Calibration
 
-    counts = [len(x) for x in sample_sets]
-    batch = np.concatenate([x for x in sample_sets if len(x)]) if any(counts) else None
     per_model = []
     for model, entry in zip(models, card["models"]):
-        probs = model.predict(batch, batch_size=64, verbose=0)[:, 1] if batch is not None else np.zeros(0)
-        raw = np.array([p.mean() if len(p) else np.nan for p in np.split(probs, np.cumsum(counts)[:-1])])
+        raw = patient_scores(predict_samples(model, sample_sets, batch_size=64))
         per_model.append(Calibration.from_dict(entry["calibration"]).apply(raw)[pooling])
     mean = np.mean(per_model, axis=0)
     return [None if len(x) == 0 else float(v) for x, v in zip(sample_sets, mean)]
@@ -112,10 +110,18 @@ def patient_folders(patients: list[Path], patients_dir: Path | None) -> list[Pat
 
 
 def load_models(files: list[Path]) -> list[keras.Model]:
-    """The fold models."""
+    """The fold models; a one-line DataError for a file Keras cannot load."""
     import keras
 
-    return [keras.models.load_model(f, compile=False) for f in files]
+    from stages import models  # noqa: F401  (registers the custom layers the files name)
+
+    loaded = []
+    for f in files:
+        try:
+            loaded.append(keras.models.load_model(f, compile=False))
+        except (OSError, TypeError, ValueError) as exc:
+            raise DataError(f, f"cannot load the model ({exc})") from None
+    return loaded
 
 
 def predict_folders(folders: list[Path], *, card: dict, files: list[Path], pooling: str) -> list[dict]:

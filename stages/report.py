@@ -232,7 +232,7 @@ def main() -> None:
         params, paths = ctx.params, ctx.paths
         out = Path(paths.report_dir)
         pooling = params.cv.pooling
-        metrics = read_json(Path(paths.eval_live) / "metrics.json")
+        metrics = read_json(Path(paths.eval_dir) / "details.json")
         folds = read_json(Path(paths.training_log) / "folds.json")
         curves = pd.read_csv(Path(paths.training_log) / "curves.csv")
         patients = pd.read_csv(Path(paths.oof) / "oof_patients.csv", dtype={"BraTS21ID": str})

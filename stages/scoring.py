@@ -72,12 +72,6 @@ def fit_calibration(val_scores: np.ndarray, val_labels: np.ndarray) -> Calibrati
     return Calibration(tuple(float(v) for v in np.sort(val_scores)), slope, intercept)
 
 
-def patient_scores(slices: pd.DataFrame) -> pd.DataFrame:
-    """Mean sample probability per (repeat, fold, patient)."""
-    keys = ["repeat", "fold", "BraTS21ID", "MGMT_value"]
-    return slices.groupby(keys, sort=True, as_index=False).agg(raw=("prob", "mean"))
-
-
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC, or NaN when only one class is present."""
     from sklearn.metrics import roc_auc_score  # imported late: `--help` answers fast

@@ -20,7 +20,7 @@ import numpy as np
 
 from stages.cache import PreprocessSettings, read_settings
 from stages.cohort import read_patients
-from stages.cv import Split, check_folds, eligible_patients, sample_count, splits
+from stages.cv import Split, check_folds, eligible_patients, fold_data, sample_count, splits
 from stages.errors import ParamError
 from stages.io import write_csv, write_json
 from stages.params import INPUT_KIND, Params, Paths
@@ -93,7 +93,7 @@ def fold_summary(split: Split, result: FoldResult, held_out_auc: float) -> dict:
 def cross_validate(cohort: Cohort, params: Params, *, models_dir: Path) -> Outputs:
     """Train, calibrate, save and score one model per split."""
     from stages import training
-    from stages.data import predict_patients, sample_loader
+    from stages.data import patient_scores, predict_patients, sample_loader
     from stages.io import atomic_write_bytes, stable_keras_bytes
 
     mp, tp, cv = params.model, params.train, params.cv
@@ -102,13 +102,7 @@ def cross_validate(cohort: Cohort, params: Params, *, models_dir: Path) -> Outpu
     for split in splits(
         cohort.labels, cohort.ids, folds=cv.folds, seed=cv.seed, repeats=cv.repeats, val_fraction=tp.val_fraction
     ):
-        data = training.FoldData(
-            fit_paths=[cohort.files[i] for i in split.fit],
-            fit_labels=cohort.labels[split.fit],
-            fit_samples=int(cohort.samples[split.fit].sum()),
-            val_paths=[cohort.files[i] for i in split.val],
-            val_labels=cohort.labels[split.val],
-        )
+        data = fold_data(split, files=cohort.files, labels=cohort.labels, samples=cohort.samples)
         seed = tp.seed + split.fold + 100 * split.repeat
         result = training.fit_fold(
             data, load=load, mp=mp, tp=tp, img_size=cohort.settings.img_size, seed=seed, name=split.name
@@ -120,7 +114,7 @@ def cross_validate(cohort: Cohort, params: Params, *, models_dir: Path) -> Outpu
         atomic_write_bytes(models_dir / f"{split.name}.keras", stable_keras_bytes(tmp.read_bytes()))
         tmp.unlink()
         probs = predict_patients(result.model, [cohort.files[i] for i in split.test], load=load)
-        scores = calibration.apply(np.array([p.mean() for p in probs]))
+        scores = calibration.apply(patient_scores(probs))
         for j, i in enumerate(split.test):
             base = {
                 "repeat": split.repeat,

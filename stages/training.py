@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,24 +18,14 @@ import tensorflow as tf
 from sklearn.metrics import log_loss, roc_auc_score
 from tqdm import tqdm
 
-from stages.data import SampleFn, patient_dataset
+from stages.cv import FoldData
+from stages.data import SampleFn, patient_dataset, patient_scores, predict_samples, steps_per_epoch
 from stages.models import build_model
 from stages.params import ModelParams, TrainParams
 
 COLLAPSE_SPREAD = 1e-6  # validation patient scores closer than this: the model predicts a constant
 MIN_DELTA = 1e-9  # an improvement must exceed rounding noise (equal AUCs can differ in the last bit)
 MONITORS = {"val_loss": ("val_loss", "min"), "patient_auc": ("val_patient_auc", "max")}
-
-
-@dataclass(frozen=True)
-class FoldData:
-    """The patients one model trains and validates on (cache entry paths and labels)."""
-
-    fit_paths: list[Path]
-    fit_labels: np.ndarray
-    fit_samples: int
-    val_paths: list[Path]
-    val_labels: np.ndarray
 
 
 @dataclass
@@ -67,22 +56,18 @@ class PatientValidation(keras.callbacks.Callback):
     def __init__(self, data: FoldData, *, load: SampleFn, batch_size: int) -> None:
         super().__init__()
         self.data, self.batch_size = data, batch_size
-        samples = [load(p) for p in data.val_paths]
-        self.counts = np.cumsum([len(x) for x in samples])[:-1]
-        self.x = np.concatenate(samples)
+        self.samples = [load(p) for p in data.val_paths]
 
     def probabilities(self) -> list[np.ndarray]:
         """Positive-class probability of each validation sample, one array per patient."""
-        b = self.batch_size  # batches as model.predict would make them (same arithmetic)
-        out = [self.model.predict_on_batch(self.x[i : i + b])[:, 1] for i in range(0, len(self.x), b)]
-        return np.split(np.concatenate(out).astype(np.float64), self.counts)
+        return predict_samples(self.model, self.samples, batch_size=self.batch_size)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         probs = self.probabilities()
         y_sample = np.concatenate([np.full(len(p), y) for p, y in zip(probs, self.data.val_labels)])
         if logs is not None:
             logs["val_loss"] = float(log_loss(y_sample, np.concatenate(probs), labels=[0, 1]))
-            logs["val_patient_auc"] = float(roc_auc_score(self.data.val_labels, [p.mean() for p in probs]))
+            logs["val_patient_auc"] = float(roc_auc_score(self.data.val_labels, patient_scores(probs)))
 
 
 class EarlyStop(keras.callbacks.Callback):
@@ -162,6 +147,7 @@ def fit_once(
         batch_size=batch,
         shuffle_buffer=tp.shuffle_buffer,
         seed=seed,
+        epochs=tp.epochs,
         augment=tp.augment,
     )
     validation = PatientValidation(data, load=load, batch_size=batch)
@@ -172,7 +158,8 @@ def fit_once(
         stopper = EarlyStop(monitor, mode, patience=tp.patience, min_epochs=tp.min_epochs)
         callbacks.append(stopper)
     callbacks.append(Progress(name, tp.epochs))
-    fit = model.fit(train_ds, epochs=tp.epochs, shuffle=False, verbose=0, callbacks=callbacks)
+    steps = steps_per_epoch(data.fit_samples, batch)
+    fit = model.fit(train_ds, epochs=tp.epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=callbacks)
     history = [
         {
             "epoch": e + 1,
@@ -180,7 +167,7 @@ def fit_once(
         }
         for e in range(len(fit.history["loss"]))
     ]
-    val_scores = np.array([p.mean() for p in validation.probabilities()])
+    val_scores = patient_scores(validation.probabilities())
     stopped = stopper.stopped_at if stopper is not None else None
     return FoldResult(
         model=model,

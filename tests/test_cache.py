@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from stages.cache import CODE_MODULES, CacheConfig, EntryMeta, code_digest, read_entry_meta, read_settings, write_config
+from stages.codehash import module_closure, source_digest
 from stages.errors import DataError, Problem
-from stages.fingerprint import module_closure, source_digest
 from stages.io import save_npz
 from tests.conftest import ROOT, make_settings
 
-NOT_SHAPING = {"cli", "cohort", "inventory", "params"}  # list files, read parameters or the command line
+NOT_SHAPING = {"cohort", "inventory", "params"}  # list files or read parameters
 COMMENT_EDIT = '\n\n# a comment\n\n\ndef _added_later():\n    """A docstring."""\n'
 BEHAVIOUR_EDIT = "\n\nSOMETHING_NEW = 1\n"
 

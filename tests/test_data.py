@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages.data import augmented, patient_dataset, predict_patients, sample_loader, samples_from_arrays
+from stages.data import (
+    augmented,
+    patient_dataset,
+    patient_scores,
+    predict_patients,
+    predict_samples,
+    sample_loader,
+    samples_from_arrays,
+)
 from stages.io import save_npz
 from stages.models import build_model
 
@@ -56,15 +64,21 @@ def cache(tmp_path):
 def stream(paths, labels, **kwargs):
     load = sample_loader(kind="slices", series=["T1wCE"], depth=1)
     spec = tf.TensorSpec((8, 8, 1), tf.uint8)
-    return patient_dataset(paths, labels, load=load, spec=spec, n_samples=21, batch_size=4, shuffle_buffer=64, **kwargs)
+    return patient_dataset(
+        paths, labels, load=load, spec=spec, n_samples=21, batch_size=4, shuffle_buffer=64, epochs=2, **kwargs
+    )
+
+
+def batches(ds) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(x.numpy(), y.numpy()) for x, y in ds]
 
 
 def test_the_training_stream_has_every_sample_once_per_epoch_with_its_label(cache):
     paths, labels = cache
     ds = stream(paths, labels, seed=0)
-    assert ds.cardinality().numpy() == 6
-    epoch1 = [(x.numpy(), y.numpy()) for x, y in ds]
-    epoch2 = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert ds.cardinality().numpy() == 2 * 6  # 21 samples in batches of 4, two epochs
+    both = batches(ds)
+    epoch1, epoch2 = both[:6], both[6:]
     for epoch in (epoch1, epoch2):
         x = np.concatenate([b[0] for b in epoch])[:, 0, 0, 0]
         y = np.concatenate([b[1] for b in epoch])
@@ -73,8 +87,20 @@ def test_the_training_stream_has_every_sample_once_per_epoch_with_its_label(cach
         np.testing.assert_array_equal(y[:, 1], (x // 10) % 2)
         np.testing.assert_array_equal(y.sum(axis=1), 1.0)
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(epoch1, epoch2)), "reshuffled each epoch"
-    again = [(x.numpy(), y.numpy()) for x, y in stream(paths, labels, seed=0)]
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(epoch1, again)), "seeded"
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(both, batches(stream(paths, labels, seed=0)))), "seeded"
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(both, batches(stream(paths, labels, seed=1))))
+
+
+def test_the_stream_is_the_same_however_often_and_however_far_it_is_read(cache):
+    """Nothing it draws depends on reading: a second iterator, or one abandoned after a batch, changes nothing."""
+    paths, labels = cache
+    ds = stream(paths, labels, seed=3, augment=True)
+    first = batches(ds)
+    next(iter(ds))  # an iterator that reads one batch (and whatever tf.data prefetches) and is dropped
+    tf.random.uniform(())  # other random draws in between
+    again = batches(ds)
+    assert len(first) == len(again) == 12
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, again))
 
 
 def test_augmentation_flips_and_shifts_reproducibly():
@@ -98,3 +124,25 @@ def test_predictions_come_back_in_patient_order(cache, tmp_path):
     alone = predict_patients(model, [paths[0]], load=load, batch_size=4)
     np.testing.assert_allclose(probs[2], alone[0], rtol=1e-5)
     assert predict_patients(model, [missing], load=load, batch_size=4)[0].size == 0
+
+
+def test_a_patient_score_is_the_mean_of_its_sample_probabilities():
+    probs = [np.array([0.9, 0.1, 0.5]), np.zeros(0), np.array([0.2, 0.4])]
+    np.testing.assert_allclose(patient_scores(probs), [0.5, np.nan, 0.3])
+
+
+def test_predicted_batches_run_across_patients_in_fixed_sizes(cache):
+    paths, _ = cache
+    load = sample_loader(kind="slices", series=["T1wCE"], depth=1)
+    seen = []
+
+    class Recorder:
+        def predict_on_batch(self, x):
+            seen.append(len(x))
+            return np.stack([1 - x[:, 0, 0, 0] / 100.0, x[:, 0, 0, 0] / 100.0], axis=1)
+
+    probs = predict_samples(Recorder(), (load(p) for p in paths), batch_size=4)
+    assert seen == [4, 4, 4, 4, 4, 1]  # 21 slices
+    assert [len(p) for p in probs] == [1, 2, 3, 4, 5, 6]
+    for i, p in enumerate(probs):  # patient i's slices hold 10 * i
+        np.testing.assert_allclose(p, 0.1 * i)

@@ -1,35 +1,87 @@
-"""Stage fingerprints: every module a stage imports (lazy imports too), by behaviour only."""
+"""Stage fingerprints: a stage reruns when the behaviour of a module it runs, or the version of a
+pinned library it loads, changes, and for nothing else."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
+from pathlib import Path
 
-from stages.fingerprint import STAGES, fingerprint, imported_modules, module_closure
+import pytest
+
+from stages import codehash
+from stages.codehash import module_closure
+from stages.fingerprint import STAGES, changes, fingerprint
 from tests.conftest import ROOT
 
 
-def test_imports_are_found_anywhere_in_a_module():
-    source = (
-        "import os\nimport stages.io\nfrom stages import cohort, errors\nfrom stages.cache import read_settings\n"
-        "def f():\n    from stages.data import sample_loader\n    import stages.models as m\n"
-    )
-    assert imported_modules(source) == {"io", "cohort", "errors", "cache", "data", "models"}
+@pytest.fixture
+def pkg(tmp_path: Path) -> Path:
+    path = tmp_path / "stages"
+    shutil.copytree(ROOT / "stages", path, ignore=shutil.ignore_patterns("__pycache__"))
+    return path
 
 
-def test_closures_follow_imports_transitively():
-    assert module_closure("train") == sorted(set(module_closure("train")))
-    assert {"training", "data", "models", "cache", "cv", "scoring"} <= set(module_closure("train"))
-    assert "dicom" not in module_closure("evaluate") and "dicom" in module_closure("predict")
-
-
-def test_a_stage_fingerprint_changes_with_behaviour_of_its_modules_only(tmp_path):
-    pkg = tmp_path / "stages"
-    shutil.copytree(ROOT / "stages", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+def changed_stages(pkg: Path, module: str, edit) -> set[str]:
     before = {s: fingerprint(s, pkg) for s in STAGES}
-    source = (pkg / "cohort.py").read_text()
-    (pkg / "cohort.py").write_text(source + "\n# a comment\n")
-    assert {s: fingerprint(s, pkg) for s in STAGES} == before
-    (pkg / "scoring.py").write_text((pkg / "scoring.py").read_text() + "\nX = 1\n")
+    (pkg / f"{module}.py").write_text(edit((pkg / f"{module}.py").read_text()))
     after = {s: fingerprint(s, pkg) for s in STAGES}
-    assert {s for s in STAGES if after[s] != before[s]} == {s for s in STAGES if "scoring" in module_closure(s)}
-    assert {s for s in STAGES if after[s] != before[s]} == {"train", "evaluate", "predict", "report"}
+    return {s for s in STAGES if after[s] != before[s]}
+
+
+def test_a_comment_reruns_nothing(pkg):
+    assert changed_stages(pkg, "cohort", lambda s: s + "\n# a comment\n") == set()
+
+
+def test_a_behavioural_edit_reruns_exactly_the_stages_that_run_the_module(pkg):
+    assert changed_stages(pkg, "scoring", lambda s: s + "\nX = 1\n") == {"train", "evaluate", "predict", "report"}
+    assert {s for s in STAGES if "scoring" in module_closure(s)} == {"train", "evaluate", "predict", "report"}
+
+
+def test_an_edit_to_a_models_code_retrains(pkg):
+    edit = lambda s: s.replace("layers.Dropout(0.3)(x)", "layers.Dropout(0.4)(x)", 1)  # noqa: E731
+    assert changed_stages(pkg, "models", edit) == {"train", "predict"}
+
+
+def test_a_new_helper_in_the_command_line_module_retrains_nothing(pkg):
+    helper = "\n\ndef quiet_more() -> None:\n    logging.getLogger('numba').setLevel(logging.ERROR)\n"
+    assert changed_stages(pkg, "cli", lambda s: s + helper) == set()
+
+
+def test_a_log_text_edit_reruns_nothing(pkg):
+    edit = lambda s: s.replace('"%s: %d fit / %d val', '"%s: %d fitted / %d validation', 1)  # noqa: E731
+    assert "%d fit / %d val" in (pkg / "train.py").read_text()
+    assert changed_stages(pkg, "train", edit) == set()
+    edit = lambda s: s.replace("converted %d (%d files)", "built %d entries (%d files)", 1)  # noqa: E731
+    assert "converted %d (%d files)" in (pkg / "preprocess.py").read_text()
+    assert changed_stages(pkg, "preprocess", edit) == set()
+
+
+def test_the_numerical_environment_counts_for_every_stage(pkg):
+    assert changed_stages(pkg, "numerics", lambda s: s.replace('"AVX2"', '"AVX512_CORE"', 1)) == set(STAGES)
+
+
+@pytest.mark.parametrize(
+    ("library", "stages"),
+    [
+        ("tensorflow-cpu", {"train", "predict"}),
+        ("matplotlib", {"report"}),
+        ("xxhash", {"inventory", "preprocess"}),
+        ("opencv-python-headless", {"preprocess", "predict"}),
+        ("pydicom", {"demo", "preprocess", "predict"}),
+        ("dvclive", {"evaluate", "report"}),
+    ],
+)
+def test_a_library_upgrade_reruns_exactly_the_stages_that_load_it(monkeypatch, library, stages):
+    before = {s: fingerprint(s) for s in STAGES}
+    real = importlib.metadata.version
+    monkeypatch.setattr(codehash.importlib.metadata, "version", lambda d: "99.0" if d == library else real(d))
+    after = {s: fingerprint(s) for s in STAGES}
+    assert {s for s in STAGES if after[s] != before[s]} == stages
+    assert all(changes(before[s], after[s]) == [library] for s in stages)
+
+
+def test_changes_names_modules_and_libraries():
+    old = "module a 1\nmodule b 2\nlibrary numpy 2.4\n"
+    new = "module a 1\nmodule b 3\nlibrary numpy 2.5\nmodule c 4\n"
+    assert changes(old, new) == ["b", "c", "numpy"]

@@ -69,7 +69,7 @@ def strong_cohort(tmp_path_factory) -> Path:
 
 def model_auc(folder: Path, raw: Path) -> float:
     pipeline(folder, raw, stages=("inventory", "preprocess", "train", "evaluate"), cv={"folds": 3})
-    return json.loads((folder / "dvclive/evaluate/metrics.json").read_text())["patient_auc"]
+    return json.loads((folder / "eval/metrics.json").read_text())["patient_auc"]
 
 
 def test_a_strong_signal_is_learned(strong_cohort, tmp_path):

@@ -32,7 +32,7 @@ def test_the_report_needs_no_network(reported):
 
 def test_the_report_shows_the_metrics_that_matter(reported):
     html = (reported / "reports/html/index.html").read_text()
-    metrics = json.loads((reported / "dvclive/evaluate/metrics.json").read_text())
+    metrics = json.loads((reported / "eval/metrics.json").read_text())
     assert f"{metrics['patient_auc']:.3f}" in html and f"{metrics['bayes_auc']:.3f}" in html
     for words in (
         "patient AUC",

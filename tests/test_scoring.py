@@ -6,23 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.scoring import Calibration, bootstrap_auc, fit_calibration, patient_scores, summary_metrics
-
-
-def test_a_patient_score_is_the_mean_of_its_sample_probabilities():
-    slices = pd.DataFrame(
-        {
-            "repeat": 0,
-            "fold": [0, 0, 0, 0, 0, 1, 1],
-            "BraTS21ID": ["00001"] * 3 + ["00002"] * 2 + ["00003", "00004"],
-            "MGMT_value": [1, 1, 1, 0, 0, 1, 0],
-            "sample": [0, 1, 2, 0, 1, 0, 0],
-            "prob": [0.9, 0.1, 0.5, 0.2, 0.4, 0.3, 0.8],
-        }
-    )
-    scores = patient_scores(slices)
-    assert scores["BraTS21ID"].tolist() == ["00001", "00002", "00003", "00004"]
-    assert scores["raw"].round(6).tolist() == [0.5, 0.3, 0.3, 0.8]
+from stages.scoring import Calibration, bootstrap_auc, fit_calibration, summary_metrics
 
 
 def test_rank_is_the_percentile_among_the_validation_patients():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from stages import training
+from stages.cv import FoldData
 from stages.io import save_npz
 from stages.params import load_params
 from tests.conftest import ROOT
@@ -44,7 +45,7 @@ def test_min_epochs_and_ties():
 
 
 @pytest.fixture(scope="module")
-def fold_data(tmp_path_factory) -> training.FoldData:
+def fold_data(tmp_path_factory) -> FoldData:
     folder = tmp_path_factory.mktemp("fold")
     rng = np.random.default_rng(0)
     paths, labels = [], []
@@ -56,7 +57,7 @@ def fold_data(tmp_path_factory) -> training.FoldData:
         paths.append(folder / f"{i:05d}.npz")
         labels.append(y)
     labels = np.array(labels)
-    return training.FoldData(paths[:16], labels[:16], 16, paths[16:], labels[16:])
+    return FoldData(paths[:16], labels[:16], 16, paths[16:], labels[16:])
 
 
 def fit(fold_data, **train):
