@@ -1,7 +1,7 @@
 """Stage ``predict``: the challenge submission, or predictions for patient folders from the CLI.
 
     python -m stages.predict                                 # the DVC stage: writes submission.csv
-    python -m stages.predict --patient DIR [--patient DIR]   # prints "BraTS21ID probability" per patient
+    python -m stages.predict --patient DIR [--patient DIR]   # prints "BraTS21ID <score>" per patient
     python -m stages.predict --patients-dir DIR --csv out.csv
 
 Every fold model scores a patient, its score is made comparable as in evaluation (``cv.pooling``,
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("predict")
 CARD = "model_card.json"
+# what a score is, by pooling: rank pooling gives the percentile among the validation patients
+SCORE_NAMES = {"rank": "percentile", "raw": "probability", "calibrated": "probability"}
 
 
 def read_card(models: Path) -> tuple[dict, list[Path]]:
@@ -125,7 +127,7 @@ def load_models(files: list[Path]) -> list[keras.Model]:
 
 
 def predict_folders(folders: list[Path], *, card: dict, files: list[Path], pooling: str) -> list[dict]:
-    """Rows ``BraTS21ID, probability, note`` for patient folders; a DataError if none has usable slices."""
+    """Rows ``BraTS21ID, score, note`` for patient folders; a DataError if none has usable slices."""
     samples, notes = zip(*(folder_samples(f, card=card) for f in folders))
     if not any(len(x) for x in samples):
         raise DataError(folders[0], f"no usable slices for {', '.join(card['model']['series'])} ({notes[0]})")
@@ -135,7 +137,7 @@ def predict_folders(folders: list[Path], *, card: dict, files: list[Path], pooli
         pid = normalise_id(folder.name) or folder.name
         value = neutral_score(card, pooling) if score is None else score
         rows.append(
-            {"BraTS21ID": pid, "probability": value, "note": "" if score is not None else f"no usable slices: {note}"}
+            {"BraTS21ID": pid, "score": value, "note": "" if score is not None else f"no usable slices: {note}"}
         )
     return rows
 
@@ -174,11 +176,13 @@ def main() -> None:
         quiet_tensorflow()  # inputs are checked: now TensorFlow may load
         if folders is not None:
             rows = predict_folders(folders, card=card, files=files, pooling=ctx.params.cv.pooling)
-            print("BraTS21ID probability")
+            name = SCORE_NAMES[ctx.params.cv.pooling]
+            print(f"BraTS21ID {name}")
             for r in rows:
-                print(f"{r['BraTS21ID']} {r['probability']:.6f}" + (f"  ({r['note']})" if r["note"] else ""))
+                print(f"{r['BraTS21ID']} {r['score']:.6f}" + (f"  ({r['note']})" if r["note"] else ""))
             if args.csv:
-                write_csv(args.csv, rows, ["BraTS21ID", "probability", "note"])
+                table = [{"BraTS21ID": r["BraTS21ID"], name: r["score"], "note": r["note"]} for r in rows]
+                write_csv(args.csv, table, ["BraTS21ID", name, "note"])
             sys.stdout.flush()
             return
         pooling = ctx.params.cv.pooling

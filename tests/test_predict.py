@@ -50,13 +50,13 @@ def test_the_cli_table_agrees_with_the_submission_patient_by_patient(predicted, 
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == "BraTS21ID probability"
+    assert lines[0] == "BraTS21ID percentile", "rank pooling: a percentile among validation patients"
     rows = [line.split() for line in lines[1:]]
     assert [r[0] for r in rows] == [ids[2], *ids]
     for pid, value in rows:
         assert float(value) == pytest.approx(sub[pid], abs=1e-6), pid
     table = pd.read_csv(tmp_path / "out.csv", dtype={"BraTS21ID": str})
-    assert table["BraTS21ID"].tolist() == [ids[2], *ids]
+    assert table["BraTS21ID"].tolist() == [ids[2], *ids] and "percentile" in table.columns
 
 
 def test_broken_and_missing_folders_are_one_line_errors(predicted, tmp_path):
