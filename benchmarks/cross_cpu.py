@@ -83,12 +83,12 @@ def train_first_fold(epochs: int, keras_batchnorm: bool) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from stages import models, training
+    from stages import layers, training
     from stages.cv import fold_data, splits
     from stages.data import sample_loader
 
     if keras_batchnorm:
-        models.BatchNorm = keras.layers.BatchNormalization
+        layers.BatchNorm = keras.layers.BatchNormalization
     tf.config.experimental.enable_op_determinism()
     params, paths = load_params(), load_paths()
     tp = params.train.model_copy(update={"epochs": epochs})
@@ -112,6 +112,7 @@ def preprocess_from_scratch() -> dict:
     """Convert the default cohort (``data.raw_dir``) into a new cache with one worker; the seconds."""
     import tempfile
 
+    from stages.inventory import scan
     from stages.params import load_params
     from stages.preprocess import run, settings_from_params
 
@@ -121,7 +122,7 @@ def preprocess_from_scratch() -> dict:
         run(
             raw_dir=Path(params.data.raw_dir),
             cache_dir=Path(tmp) / "cache",
-            state_db=Path(tmp) / "state.sqlite",
+            inventory=scan(Path(params.data.raw_dir), state_db=Path(tmp) / "state.sqlite"),
             settings=settings_from_params(params.preprocess),
             exclude=params.preprocess.exclude,
             workers=1,

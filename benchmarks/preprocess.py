@@ -58,8 +58,8 @@ PLANES = {(1, 0, 0, 0, 1, 0): "axial", (1, 0, 0, 0, 0, -1): "coronal", (0, 1, 0,
 
 
 def settings():  # noqa: ANN201
-    from stages.cache import PreprocessSettings
     from stages.intensity import Normalisation
+    from stages.settings import PreprocessSettings
 
     return PreprocessSettings(
         series=("FLAIR", "T1w", "T1wCE", "T2w"),
@@ -217,12 +217,12 @@ def ours(root: Path, out: Path, *, workers: int, reader: str) -> dict:
     from stages import preprocess
     from stages.inventory import scan
 
-    scan(root, state_db=out / "state.sqlite")  # the inventory stage's work, measured on its own row
+    items = scan(root, state_db=out / "state.sqlite")  # the inventory stage's work, measured on its own row
     start = time.perf_counter()
     preprocess.run(
         raw_dir=root,
         cache_dir=out / "cache",
-        state_db=out / "state.sqlite",
+        inventory=items,
         settings=settings(),
         workers=workers,
         reader=reader,

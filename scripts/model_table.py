@@ -94,6 +94,7 @@ def run_cell(params, *, permuted: bool = False) -> dict:  # noqa: ANN001
     """Preprocess (shared by settings), train and evaluate one configuration; returns the metrics."""
     from stages import evaluate, preprocess, train
     from stages.cohort import read_oracle
+    from stages.inventory import scan
     from stages.io import write_csv
     from stages.params import Paths
     from stages.probe import cache_features, probe_auc
@@ -105,7 +106,7 @@ def run_cell(params, *, permuted: bool = False) -> dict:  # noqa: ANN001
         outcome = preprocess.run(
             raw_dir=raw,
             cache_dir=cache / "cache",
-            state_db=OUT / "state.sqlite",
+            inventory=scan(raw, state_db=OUT / "state.sqlite"),
             settings=settings,
             exclude=params.preprocess.exclude,
             workers=params.preprocess.workers,

@@ -21,12 +21,16 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stages.errors import DataError, ParamError
 from stages.params import Params, Paths, load_params, load_paths, params_file, paths_file
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,18 @@ def stage(
         fail(name, err)
     except KeyboardInterrupt:
         fail(name, "interrupted", code=130)
+
+
+def stderr_is_terminal() -> bool:
+    """Whether the user's stderr is a terminal (behind :func:`quiet_tensorflow`'s filter, too)."""
+    return os.isatty(_filter.get("original", 2))  # type: ignore[arg-type]
+
+
+def progress(iterable: Iterable | None = None, **kwargs: object) -> tqdm:
+    """A tqdm progress bar on stderr, drawn only when stderr is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, file=sys.stderr, disable=not stderr_is_terminal(), **kwargs)
 
 
 # TensorFlow's C++ libraries log through absl before Python can configure anything, ignoring

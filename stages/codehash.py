@@ -4,7 +4,7 @@ A module's digest covers its syntax tree without docstrings and without log call
 (``log.info(...)`` and the like as statements), so comments, formatting, docstrings and log text
 change nothing. A module's closure is itself and every ``stages`` module it imports, directly or
 lazily, transitively, with the package's ``__init__`` (it runs first); :data:`PLUMBING` modules
-(the command line and its logging) are neither hashed nor followed. The libraries of a closure
+(the command line, its logging, the parameter schema) are neither hashed nor followed. The libraries of a closure
 are the pinned requirements (``requirements.txt``) its third-party imports load, transitively,
 with their installed versions and Python's ``major.minor``.
 """
@@ -22,8 +22,10 @@ from pathlib import Path
 PACKAGE = "stages"
 PACKAGE_DIR = Path(__file__).resolve().parent
 REQUIREMENTS = PACKAGE_DIR.parent / "requirements.txt"
-# Modules that parse command lines, configure logging and filter stderr: they shape no output.
-PLUMBING = frozenset({"cli"})
+# Modules that shape no output: the command line, its logging and stderr filter (``cli``) and the
+# parameter schema (``params``: it accepts or refuses values, and dvc.yaml declares per stage each
+# key the stage reads, so a changed value reruns the stage through DVC, not through this digest).
+PLUMBING = frozenset({"cli", "params"})
 LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical"})
 # Libraries loaded without an import statement: pydicom's decoders are plug-ins it finds itself.
 PLUGINS = {"pydicom": ("pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pyjpegls")}
@@ -151,7 +153,8 @@ def _requirements_of(dist: str) -> set[str]:
 def library_versions(packages: set[str], *, pinned: set[str] | None = None) -> dict[str, str]:
     """Installed versions of the pinned distributions that import names ``packages`` load,
     transitively, and Python's ``major.minor``."""
-    pinned = pinned_requirements() if pinned is None else pinned
+    if pinned is None:  # outside a checkout (no requirements.txt) every library counts
+        pinned = pinned_requirements() if REQUIREMENTS.exists() else None
     todo = [_normal(d) for p in sorted(packages) for d in _distributions_of_packages().get(p, [])]
     seen: set[str] = set()
     while todo:
@@ -164,7 +167,7 @@ def library_versions(packages: set[str], *, pinned: set[str] | None = None) -> d
         except importlib.metadata.PackageNotFoundError:
             continue
     versions = {"python": ".".join(map(str, sys.version_info[:2]))}
-    for dist in sorted(seen & pinned):
+    for dist in sorted(seen if pinned is None else seen & pinned):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

@@ -11,11 +11,12 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.cache import EntryMeta, PreprocessSettings, read_entry_meta
+from stages.cache import EntryMeta, read_entry_meta
 from stages.dicom import Reader
 from stages.dicom_fast import make_reader
 from stages.errors import Problems
 from stages.io import save_npz
+from stages.settings import PreprocessSettings
 from stages.volume import empty_arrays, load_patient
 
 

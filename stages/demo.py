@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from stages.cli import progress
 from stages.cohort import ORACLE_FILE
 from stages.io import write_csv, write_json
 from stages.params import worker_count, worker_pool
@@ -59,7 +59,7 @@ def build_cohort(
     # The server preloads what the workers run, not this module: run as ``-m stages.demo`` it is also
     # the main module, which each worker imports itself (preloading it too makes runpy warn).
     with worker_pool(worker_count(0), preload=("stages.phantom",)) as pool:  # each patient has its own seeded streams
-        for n in tqdm(pool.imap(_write, jobs), total=len(jobs), desc="demo", unit="patient", disable=None):
+        for n in progress(pool.imap(_write, jobs), total=len(jobs), desc="demo", unit="patient"):
             files += n
     faults = break_files(root=tmp, train_ids=train_ids[3:], test_ids=test_ids) if quirks else []
     write_csv(

@@ -55,7 +55,9 @@ def main() -> None:
         for stray in sorted(set(out.glob("*.txt")) - {out / f"{s}.txt" for s in STAGES}):
             stray.unlink()
     if changed:
-        what = "; ".join(f"{s} ({', '.join(c)})" for s, c in changed.items())
+        what = "; ".join(
+            f"{s} ({', '.join(c[:4])}{f' +{len(c) - 4} more' if len(c) > 4 else ''})" for s, c in changed.items()
+        )
         log.info("%d of %d stages have new code or libraries: %s", len(changed), len(STAGES), what)
     else:
         log.info("code and libraries of all %d stages unchanged", len(STAGES))

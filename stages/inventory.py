@@ -201,6 +201,21 @@ def table(items: dict[str, Item]) -> str:
     return HEADER + "".join(f"{i.name}\t{i.files}\t{i.bytes}\t{i.digest}\n" for _, i in sorted(items.items()))
 
 
+def read_table(path: Path | str) -> dict[str, Item]:
+    """The items of an inventory written by :func:`table`; a one-line DataError when there is none."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        raise DataError(path, "no inventory here (run `dvc repro inventory` first)") from None
+    if not lines or lines[0] + "\n" != HEADER:
+        raise DataError(path, "not an inventory table (run `dvc repro inventory` again)")
+    items = {}
+    for line in lines[1:]:
+        name, files, size, digest = line.split("\t")
+        items[name] = Item(name, int(files), int(size), digest)
+    return items
+
+
 def main() -> None:
     """Write ``data/inventory.tsv`` for ``data.raw_dir``."""
     from stages.cli import stage

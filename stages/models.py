@@ -1,4 +1,4 @@
-"""The model zoo, chosen by ``model.name``; every model ends in a 2-way softmax.
+"""The model zoo, chosen by ``model.name``: each model registered once, with the input it eats.
 
 ==========  ===========  =======================================================================
 name        input kind   what it is
@@ -13,42 +13,67 @@ cnn3d       volume       a small 3D CNN over ``depth`` slices
 resnet3d    volume       a 3D ResNet in the ResNet-10 layout of the 1st-place solution (MONAI's
                          ``resnet10``); ``width`` 64 is its size (14.4M parameters), 16 runs on a CPU
 ==========  ===========  =======================================================================
+
+A new model is one decorated builder here: ``@register("name", kind=...)``; the parameter schema,
+the training stage and sample counting take its name and kind from :data:`MODELS`. Importing this
+module loads no TensorFlow (``--help`` and parameter checks stay fast); building a model does.
+Input kinds (``stages/data.py`` makes the samples): ``slices``, one sample per slice of each
+listed series; ``stack``, one per slice of the first series with the nearest slice of every
+series as channels; ``volume``, one per patient, ``depth`` slices of every series.
 """
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from stages.params import INPUT_KIND
+if TYPE_CHECKING:
+    import keras
 
-
-@keras.saving.register_keras_serializable(package="mgmt")
-class BatchNorm(layers.BatchNormalization):
-    """Batch normalisation whose scale is ``gamma / sqrt(variance + epsilon)``, computed exactly.
-
-    Keras's layer computes ``rsqrt``, which TensorFlow's CPU kernel takes from the processor's
-    approximate reciprocal-square-root instruction: its last bits differ between Intel and AMD,
-    so a model with batch normalisation trained differently on each. Square root and division
-    are exact (IEEE) everywhere. Channels last, no mask, no renormalisation.
-    """
-
-    def call(self, inputs, training=None):
-        if training and self.trainable:
-            mean, variance = ops.moments(inputs, axes=self._reduction_axes)
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        scale = self.gamma / ops.sqrt(variance + self.epsilon)
-        return inputs * scale + (self.beta - mean * scale)
+InputKind = Literal["slices", "stack", "volume"]
 
 
-def seed_cnn(*, img_size: int, channels: int = 1) -> keras.Model:
-    """The seed notebook's 2D CNN (182,466 parameters at 32x32x1)."""
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the zoo: its name, the input it eats and its builder."""
+
+    name: str
+    kind: InputKind
+    build: Callable[..., keras.Model]  # keyword-only: img_size, channels, depth, width
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(name: str, *, kind: InputKind) -> Callable:
+    """Add the decorated builder to :data:`MODELS` under ``name``."""
+
+    def add(build: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+        MODELS[name] = ModelSpec(name, kind, build)
+        return build
+
+    return add
+
+
+def build_model(
+    name: str, *, img_size: int, series: list[str] | tuple[str, ...], depth: int, width: int = 16
+) -> keras.Model:
+    """Instantiate ``name`` for the given input size and series."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model.name {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name].build(img_size=img_size, channels=len(series), depth=depth, width=width)
+
+
+@register("seed_cnn", kind="slices")
+def seed_cnn(*, img_size: int, channels: int = 1, depth: int = 1, width: int = 0) -> keras.Model:
+    """The seed notebook's 2D CNN (182,466 parameters at 32x32x1); one channel whatever the series."""
+    import keras
+    from keras import layers
+
     return keras.Sequential(
         [
-            keras.Input((img_size, img_size, channels)),
+            keras.Input((img_size, img_size, 1)),
             layers.Rescaling(1.0 / 255),
             layers.Conv2D(64, 4, activation="relu", name="Conv_1"),
             layers.MaxPooling2D(2),
@@ -63,6 +88,7 @@ def seed_cnn(*, img_size: int, channels: int = 1) -> keras.Model:
     )
 
 
+@register("mil_cnn", kind="volume")
 def mil_cnn(*, img_size: int, channels: int, depth: int, width: int) -> keras.Model:
     """Multiple-instance CNN: the same 2D encoder on each of ``depth`` slices, pooled over the slices.
 
@@ -72,6 +98,11 @@ def mil_cnn(*, img_size: int, channels: int, depth: int, width: int) -> keras.Mo
     response, e.g. the brightest enhancing rim) and mean pooling (how much responds, e.g. the
     extent of a necrotic core); the patient by the max and mean of its slices' summaries.
     """
+    import keras
+    from keras import layers
+
+    from stages.layers import BatchNorm
+
     inp = keras.Input((depth, img_size, img_size, channels))
     x = layers.Rescaling(1.0 / 255)(inp)
     for k, mult in enumerate((1, 2, 4)):
@@ -93,8 +124,12 @@ def mil_cnn(*, img_size: int, channels: int, depth: int, width: int) -> keras.Mo
     return keras.Model(inp, out, name="mil_cnn")
 
 
-def cnn25d(*, img_size: int, channels: int) -> keras.Model:
+@register("cnn25d", kind="stack")
+def cnn25d(*, img_size: int, channels: int, depth: int = 1, width: int = 0) -> keras.Model:
     """A 2.5D CNN: co-registered slices of several series stacked as channels."""
+    import keras
+    from keras import layers
+
     return keras.Sequential(
         [
             keras.Input((img_size, img_size, channels)),
@@ -112,8 +147,12 @@ def cnn25d(*, img_size: int, channels: int) -> keras.Model:
     )
 
 
-def cnn3d(*, img_size: int, channels: int, depth: int) -> keras.Model:
+@register("cnn3d", kind="volume")
+def cnn3d(*, img_size: int, channels: int, depth: int, width: int = 0) -> keras.Model:
     """A small 3D CNN over a fixed-depth volume of each patient."""
+    import keras
+    from keras import layers
+
     return keras.Sequential(
         [
             keras.Input((depth, img_size, img_size, channels)),
@@ -133,6 +172,10 @@ def cnn3d(*, img_size: int, channels: int, depth: int) -> keras.Model:
 
 def _basic_block(x: keras.KerasTensor, filters: int, *, stride: int, name: str) -> keras.KerasTensor:
     """ResNet basic block: two 3x3x3 convolutions with batch norm, and a projected shortcut."""
+    from keras import layers
+
+    from stages.layers import BatchNorm
+
     shortcut = x
     y = layers.Conv3D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
     y = BatchNorm(name=f"{name}_bn1")(y)
@@ -145,8 +188,14 @@ def _basic_block(x: keras.KerasTensor, filters: int, *, stride: int, name: str) 
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
+@register("resnet3d", kind="volume")
 def resnet3d(*, img_size: int, channels: int, depth: int, width: int) -> keras.Model:
     """3D ResNet-10: a 7x7x7 stem, max pooling, one basic block per stage at widths w, 2w, 4w, 8w."""
+    import keras
+    from keras import layers
+
+    from stages.layers import BatchNorm
+
     inp = keras.Input((depth, img_size, img_size, channels))
     x = layers.Rescaling(1.0 / 255)(inp)
     x = layers.Conv3D(width, 7, strides=(1, 2, 2), padding="same", use_bias=False, name="stem_conv")(x)
@@ -158,21 +207,3 @@ def resnet3d(*, img_size: int, channels: int, depth: int, width: int) -> keras.M
     x = layers.GlobalAveragePooling3D()(x)
     out = layers.Dense(2, activation="softmax")(x)
     return keras.Model(inp, out, name="resnet3d")
-
-
-def build_model(
-    name: str, *, img_size: int, series: list[str] | tuple[str, ...], depth: int, width: int = 16
-) -> keras.Model:
-    """Instantiate ``name`` for the given input size and series."""
-    channels = len(series)
-    if name == "seed_cnn":
-        return seed_cnn(img_size=img_size)
-    if name == "mil_cnn":
-        return mil_cnn(img_size=img_size, channels=channels, depth=depth, width=width)
-    if name == "cnn25d":
-        return cnn25d(img_size=img_size, channels=channels)
-    if name == "cnn3d":
-        return cnn3d(img_size=img_size, channels=channels, depth=depth)
-    if name == "resnet3d":
-        return resnet3d(img_size=img_size, channels=channels, depth=depth, width=width)
-    raise ValueError(f"unknown model.name {name!r}; choose one of {', '.join(INPUT_KIND)}")

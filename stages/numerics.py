@@ -7,7 +7,7 @@ the number of threads. :data:`PORTABLE` fixes each of those choices to one every
 supports, in environment variables the libraries read when they load; importing the ``stages``
 package applies it, before NumPy or TensorFlow load. (Batch normalisation avoids the processor's
 approximate reciprocal square root, the one instruction whose result differs between Intel and
-AMD: ``stages.models.BatchNorm``.) ``benchmarks/cross_cpu.py`` measures the effect and the cost.
+AMD: ``stages.layers.BatchNorm``.) ``benchmarks/cross_cpu.py`` measures the effect and the cost.
 
 ``MGMT_NUMERICS=native`` leaves the environment alone: the fastest kernels for this CPU, with
 results that differ in the last bits from other machines (and from the committed ``dvc.lock``).

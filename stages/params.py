@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from stages.errors import ParamError
+from stages.models import MODELS
 
 PARAMS_FILE = "params.yaml"
 PATHS_FILE = "paths.yaml"
@@ -39,9 +40,7 @@ Bool = Annotated[bool, Strict()]
 Float = Annotated[float, Strict()]  # strict floats still accept integers
 Str = Annotated[str, Strict(), Field(min_length=1)]
 SeriesName = Literal["FLAIR", "T1w", "T1wCE", "T2w"]
-ModelName = Literal["seed_cnn", "mil_cnn", "cnn25d", "cnn3d", "resnet3d"]
-# what each model eats: single-series slices, co-registered multi-series slices, or per-patient volumes
-INPUT_KIND = {"seed_cnn": "slices", "mil_cnn": "volume", "cnn25d": "stack", "cnn3d": "volume", "resnet3d": "volume"}
+ModelName = Literal[tuple(MODELS)]  # the zoo's registered names (stages/models.py)
 # YAML 1.1 (PyYAML) reads an unquoted `off` as false: accept it as the word it was meant to be
 OffSwitch = BeforeValidator(lambda v: "off" if v is False else v)
 PatientId = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v), Field(pattern=r"^\d{1,5}$")]

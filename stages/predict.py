@@ -20,78 +20,52 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stages.cache import entry_path
+from stages.card import ModelCard, read_card
 from stages.cohort import normalise_id, read_patients
 from stages.errors import DataError
-from stages.io import read_json, write_csv, write_json
+from stages.io import write_csv, write_json
 
 if TYPE_CHECKING:
     import keras
 
 log = logging.getLogger("predict")
-CARD = "model_card.json"
 # what a score is, by pooling: rank pooling gives the percentile among the validation patients
 SCORE_NAMES = {"rank": "percentile", "raw": "probability", "calibrated": "probability"}
 
 
-def read_card(models: Path) -> tuple[dict, list[Path]]:
-    """The model card and the model files of a models folder (or of one ``.keras`` file beside its card)."""
-    folder = models if models.is_dir() else models.parent
-    if not (folder / CARD).exists():
-        raise DataError(folder / CARD, "model card not found (run `dvc repro train` first)")
-    card = read_json(folder / CARD)
-    files = [folder / m["file"] for m in card["models"]] if models.is_dir() else [models]
-    missing = [f for f in files if not f.exists()]
-    if missing:
-        raise DataError(missing[0], "model file not found")
-    if not models.is_dir():
-        card = {**card, "models": [m for m in card["models"] if m["file"] == models.name]}
-        if not card["models"]:
-            raise DataError(models, "not listed in its model card")
-    return card, files
-
-
-def neutral_score(card: dict, pooling: str) -> float:
-    """The score of a patient without usable slices."""
-    return 0.5 if pooling == "rank" else float(card["train_prevalence"])
-
-
 def ensemble_scores(
-    models: list[keras.Model], sample_sets: list[np.ndarray], *, card: dict, pooling: str
+    models: list[keras.Model], sample_sets: list[np.ndarray], *, card: ModelCard, pooling: str
 ) -> list[float | None]:
     """Each patient's score: every model's pooled patient score (see ``stages/scoring.py``), averaged."""
     from stages.data import patient_scores, predict_samples
-    from stages.scoring import Calibration
 
     per_model = []
-    for model, entry in zip(models, card["models"]):
+    for model, entry in zip(models, card.models):
         raw = patient_scores(predict_samples(model, sample_sets, batch_size=64))
-        per_model.append(Calibration.from_dict(entry["calibration"]).apply(raw)[pooling])
+        per_model.append(entry.calibration.apply(raw)[pooling])
     mean = np.mean(per_model, axis=0)
     return [None if len(x) == 0 else float(v) for x, v in zip(sample_sets, mean)]
 
 
-def cache_samples(files: list[Path], *, card: dict) -> list[np.ndarray]:
+def cache_samples(files: list[Path], *, card: ModelCard) -> list[np.ndarray]:
     """Model samples of cached patients (empty for a missing entry)."""
     from stages.data import sample_loader
 
-    load = sample_loader(kind=card["input_kind"], series=card["model"]["series"], depth=card["model"]["depth"])
+    load = sample_loader(kind=card.input_kind, series=card.model.series, depth=card.model.depth)
     return [load(f) if f.exists() else np.zeros((0,), np.uint8) for f in files]
 
 
-def folder_samples(folder: Path, *, card: dict) -> tuple[np.ndarray, str]:
+def folder_samples(folder: Path, *, card: ModelCard) -> tuple[np.ndarray, str]:
     """Model samples of one raw patient folder, preprocessed as the cache was; and why, when none."""
-    from stages.cache import PreprocessSettings
     from stages.data import samples_from_arrays
     from stages.dicom_fast import FastReader
     from stages.errors import Problems
     from stages.volume import load_patient
 
     problems = Problems(root=folder)
-    settings = PreprocessSettings.from_dict(card["preprocess"])
-    arrays = load_patient(folder, settings=settings, reader=FastReader(), problems=problems)
-    x = samples_from_arrays(
-        arrays, kind=card["input_kind"], series=card["model"]["series"], depth=card["model"]["depth"]
-    )
+    arrays = load_patient(folder, settings=card.preprocess, reader=FastReader(), problems=problems)
+    x = samples_from_arrays(arrays, kind=card.input_kind, series=card.model.series, depth=card.model.depth)
     reasons = "; ".join(f"{p.file}: {p.reason}" for p in problems.items[:3]) or "all slices blank"
     return x, reasons
 
@@ -115,7 +89,7 @@ def load_models(files: list[Path]) -> list[keras.Model]:
     """The fold models; a one-line DataError for a file Keras cannot load."""
     import keras
 
-    from stages import models  # noqa: F401  (registers the custom layers the files name)
+    from stages import layers  # noqa: F401  (registers the custom layers the files name)
 
     loaded = []
     for f in files:
@@ -126,16 +100,16 @@ def load_models(files: list[Path]) -> list[keras.Model]:
     return loaded
 
 
-def predict_folders(folders: list[Path], *, card: dict, files: list[Path], pooling: str) -> list[dict]:
+def predict_folders(folders: list[Path], *, card: ModelCard, files: list[Path], pooling: str) -> list[dict]:
     """Rows ``BraTS21ID, score, note`` for patient folders; a DataError if none has usable slices."""
     samples, notes = zip(*(folder_samples(f, card=card) for f in folders))
     if not any(len(x) for x in samples):
-        raise DataError(folders[0], f"no usable slices for {', '.join(card['model']['series'])} ({notes[0]})")
+        raise DataError(folders[0], f"no usable slices for {', '.join(card.model.series)} ({notes[0]})")
     scores = ensemble_scores(load_models(files), list(samples), card=card, pooling=pooling)
     rows = []
     for folder, score, note in zip(folders, scores, notes):
         pid = normalise_id(folder.name) or folder.name
-        value = neutral_score(card, pooling) if score is None else score
+        value = card.neutral_score(pooling) if score is None else score
         rows.append(
             {"BraTS21ID": pid, "score": value, "note": "" if score is not None else f"no usable slices: {note}"}
         )
@@ -143,17 +117,17 @@ def predict_folders(folders: list[Path], *, card: dict, files: list[Path], pooli
 
 
 def submission(
-    *, card: dict, files: list[Path], patients_csv: Path, cache_dir: Path, pooling: str
+    *, card: ModelCard, files: list[Path], patients_csv: Path, cache_dir: Path, pooling: str
 ) -> tuple[list[dict], list[str]]:
     """Submission rows for every test patient, matched by ID, and the patients given the neutral score."""
     table = read_patients(patients_csv)
     ids = table.loc[table["split"] == "test", "BraTS21ID"].tolist()
     if len(set(ids)) != len(ids):
         raise DataError(patients_csv, "duplicate test IDs")
-    samples = cache_samples([cache_dir / "test" / f"{i}.npz" for i in ids], card=card)
+    samples = cache_samples([entry_path(cache_dir, f"test/{i}") for i in ids], card=card)
     scores = ensemble_scores(load_models(files), samples, card=card, pooling=pooling)
     fallback = [pid for pid, s in zip(ids, scores) if s is None]
-    neutral = neutral_score(card, pooling)
+    neutral = card.neutral_score(pooling)
     rows = [{"BraTS21ID": pid, "MGMT_value": neutral if s is None else s} for pid, s in zip(ids, scores)]
     return rows, fallback
 
@@ -196,7 +170,7 @@ def main() -> None:
                 "patients": len(rows),
                 "models": len(files),
                 "pooling": pooling,
-                "neutral_score": neutral_score(card, pooling),
+                "neutral_score": card.neutral_score(pooling),
                 "patients_without_slices": fallback,
             },
         )

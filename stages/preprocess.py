@@ -1,7 +1,7 @@
 """Stage ``preprocess``: DICOM series -> one cached ``.npz`` of square slices per patient.
 
 Incremental and crash-safe: a patient is converted only when its entry's key (file contents,
-settings, code, library versions; see ``stages/cache.py``) does not match, so an aborted run is
+settings, code, library versions; see ``stages/cachekey.py``) does not match, so an aborted run is
 repaired by the next one; entries of patients no longer in the dataset are removed. Writes
 ``data/cache/`` (entries and ``config.json``), ``data/patients.csv`` (split, ID, label, slices per
 series) and ``reports/preprocess.json`` (every skipped input and why). With
@@ -13,23 +13,23 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from stages import cohort
-from stages.cache import CacheConfig, PreprocessSettings, entry_key, entry_path, write_config
+from stages.cache import entry_path
+from stages.cachekey import CacheConfig, entry_key, write_config
+from stages.cli import progress
 from stages.convert import PatientRecord, PatientTask, convert, current_entry, init_worker, work
 from stages.dicom_fast import make_reader
 from stages.errors import DataError, Problem, Problems
 from stages.intensity import Normalisation
-from stages.inventory import Item, scan
+from stages.inventory import Item, read_table
 from stages.io import remove_partial_files, write_csv, write_json
 from stages.params import PreprocessParams, start_worker_server, worker_count, worker_pool
+from stages.settings import PreprocessSettings
 
 log = logging.getLogger("preprocess")
 WORKER_MODULES = ("stages.convert",)  # what the pool workers run
@@ -64,6 +64,8 @@ def plan_tasks(
     for p in patients:
         name = f"{p.split}/{p.pid}"
         item = inventory.get(f"{p.split}/{p.folder.name}") if p.folder is not None else None
+        if p.folder is not None and item is None:
+            raise DataError(p.folder, "not in the inventory (run `dvc repro inventory` for this dataset first)")
         content = item.digest if item is not None else "no folder"
         key = entry_key(config_digest=config_digest, content_digest=content)
         files = item.files if item is not None else 0
@@ -102,7 +104,7 @@ def convert_all(
         else:
             local = make_reader(reader)
             converted = (convert(t, settings=settings, reader=local) for t in todo)
-        with tqdm(total=len(tasks), unit="patient", desc="preprocess", file=sys.stderr, disable=None) as bar:
+        with progress(total=len(tasks), unit="patient", desc="preprocess") as bar:
             for record in itertools.chain(current, converted):
                 if strict and record.meta.problems:
                     raise strict_error(record.meta.problems[0])
@@ -159,14 +161,15 @@ def run(
     *,
     raw_dir: Path,
     cache_dir: Path,
-    state_db: Path,
+    inventory: dict[str, Item],
     settings: PreprocessSettings,
     exclude: tuple[str, ...] = (),
     strict: bool = False,
     workers: int = 0,
     reader: str = "fast",
 ) -> Outcome:
-    """Bring the cache up to date with ``raw_dir``; nothing is deleted unless the dataset is usable."""
+    """Bring the cache up to date with ``raw_dir``, whose content ``inventory`` describes (the inventory
+    stage's table); nothing is deleted unless the dataset is usable."""
     if worker_count(workers) > 1:  # the workers' server boots (~0.5 s of imports) while we plan
         start_worker_server(WORKER_MODULES)
     problems = Problems(root=raw_dir)
@@ -174,7 +177,6 @@ def run(
     if strict and problems.items:
         raise strict_error(problems.items[0])
     config = CacheConfig(settings)
-    inventory = scan(raw_dir, state_db=state_db)
     tasks = plan_tasks(patients, inventory, config_digest=config.digest, cache_dir=cache_dir, root=raw_dir)
     prune(cache_dir, keep={t.name for t in tasks})
     records = {r.name: r for r in convert_all(tasks, settings=settings, reader=reader, workers=workers, strict=strict)}
@@ -199,7 +201,7 @@ def main() -> None:
         outcome = run(
             raw_dir=Path(ctx.params.data.raw_dir),
             cache_dir=Path(paths.cache_dir),
-            state_db=Path(paths.state_db),
+            inventory=read_table(paths.inventory),
             settings=settings_from_params(pp),
             exclude=pp.exclude,
             strict=pp.strict,

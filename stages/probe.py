@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.cache import entry_path
+
 QUANTILES = (50, 60, 70, 80, 85, 90, 92, 94, 95, 96, 97, 98, 98.5, 99, 99.3, 99.6, 99.8, 99.9)
 log = logging.getLogger("probe")
 
@@ -47,7 +49,7 @@ def cache_features(cache_dir: Path, ids: list[str], *, series: str) -> np.ndarra
     """:func:`quantile_features` of each training patient's cached ``series``."""
     rows = []
     for pid in ids:
-        with np.load(cache_dir / "train" / f"{pid}.npz") as npz:
+        with np.load(entry_path(cache_dir, f"train/{pid}")) as npz:
             rows.append(quantile_features(npz[series]))
     return np.array(rows)
 

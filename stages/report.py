@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.cache import read_settings
+from stages.cache import entry_path, read_settings
 from stages.cohort import read_oracle, read_patients
 from stages.evaluate import threshold
 from stages.io import atomic_write_bytes, read_json, write_text
@@ -130,7 +130,7 @@ def montage(cache_dir: Path, table: pd.DataFrame, *, series: str, count: int) ->
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (_, r) in zip(axes.ravel(), train.iterrows()):
-        with np.load(cache_dir / "train" / f"{r['BraTS21ID']}.npz") as npz:
+        with np.load(entry_path(cache_dir, f"train/{r['BraTS21ID']}")) as npz:
             stack = npz[series]
         if len(stack):
             ax.imshow(stack[len(stack) // 2], cmap="gray", vmin=0, vmax=255, interpolation="nearest")

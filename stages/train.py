@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stages.cache import PreprocessSettings, read_settings
+from stages.cache import entry_path, read_settings
+from stages.card import FoldModel, ModelCard, write_card
 from stages.cohort import read_patients
 from stages.cv import Split, check_folds, eligible_patients, fold_data, sample_count, splits
 from stages.errors import ParamError
 from stages.io import write_csv, write_json
-from stages.params import INPUT_KIND, Params, Paths
+from stages.models import MODELS
+from stages.params import Params, Paths
 from stages.scoring import POOLINGS, auc, fit_calibration
+from stages.settings import PreprocessSettings
 
 if TYPE_CHECKING:
     from stages.training import FoldResult
@@ -52,7 +55,7 @@ class Outputs:
     patients: list[dict] = field(default_factory=list)
     curves: list[dict] = field(default_factory=list)
     folds: dict[str, dict] = field(default_factory=dict)
-    models: list[dict] = field(default_factory=list)
+    models: list[FoldModel] = field(default_factory=list)
 
 
 def prepare(params: Params, paths: Paths) -> Cohort:
@@ -61,7 +64,7 @@ def prepare(params: Params, paths: Paths) -> Cohort:
     missing = [s for s in params.model.series if s not in settings.series]
     if missing:
         raise ParamError("model.series", f"{missing} not in the preprocessed cache (series {list(settings.series)})")
-    kind = INPUT_KIND[params.model.name]
+    kind = MODELS[params.model.name].kind
     table = eligible_patients(read_patients(paths.patients), series=params.model.series, kind=kind)
     labels = table["MGMT_value"].astype(int).to_numpy()
     check_folds(labels, folds=params.cv.folds, val_fraction=params.train.val_fraction)
@@ -70,7 +73,7 @@ def prepare(params: Params, paths: Paths) -> Cohort:
         ids=table["BraTS21ID"].to_numpy(),
         labels=labels,
         samples=np.array([sample_count(c, kind=kind, series=params.model.series) for c in counts]),
-        files=[Path(paths.cache_dir) / "train" / f"{pid}.npz" for pid in table["BraTS21ID"]],
+        files=[entry_path(Path(paths.cache_dir), f"train/{pid}") for pid in table["BraTS21ID"]],
         kind=kind,
         settings=settings,
     )
@@ -127,7 +130,7 @@ def cross_validate(cohort: Cohort, params: Params, *, models_dir: Path) -> Outpu
         out.curves += [{"repeat": split.repeat, "fold": split.fold, **row} for row in result.history]
         held_out_auc = auc(cohort.labels[split.test], scores["raw"])
         out.folds[split.name] = fold_summary(split, result, held_out_auc)
-        out.models.append({"file": f"{split.name}.keras", "calibration": calibration.to_dict()})
+        out.models.append(FoldModel(f"{split.name}.keras", calibration))
         stopped = f", stopped early (best epoch {result.best_epoch})" if result.stopped_at else ""
         collapsed = "; COLLAPSED: constant predictions" if result.collapsed else ""
         log.info(
@@ -155,15 +158,15 @@ def write_outputs(out: Outputs, *, cohort: Cohort, params: Params, paths: Paths)
         ["repeat", "fold", "epoch", "loss", "val_loss", "val_patient_auc"],
     )
     write_json(Path(paths.training_log) / "folds.json", out.folds)
-    card = {
-        "model": params.model.model_dump(mode="json"),
-        "input_kind": cohort.kind,
-        "preprocess": cohort.settings.to_dict(),
-        "models": out.models,
-        "train_prevalence": float(np.mean(cohort.labels)),
-        "train_patients": int(len(cohort.labels)),
-    }
-    write_json(Path(paths.models_dir) / "model_card.json", card)
+    card = ModelCard(
+        model=params.model,
+        input_kind=cohort.kind,
+        preprocess=cohort.settings,
+        models=tuple(out.models),
+        train_prevalence=float(np.mean(cohort.labels)),
+        train_patients=int(len(cohort.labels)),
+    )
+    write_card(Path(paths.models_dir), card)
 
 
 def main() -> None:

@@ -9,15 +9,14 @@ and reported.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.metrics import log_loss, roc_auc_score
-from tqdm import tqdm
 
+from stages.cli import progress
 from stages.cv import FoldData
 from stages.data import SampleFn, patient_dataset, patient_scores, predict_samples, steps_per_epoch
 from stages.models import build_model
@@ -96,7 +95,7 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, name: str, epochs: int) -> None:
         super().__init__()
-        self.bar = tqdm(total=epochs, desc=f"train {name}", unit="epoch", file=sys.stderr, disable=None, leave=False)
+        self.bar = progress(total=epochs, desc=f"train {name}", unit="epoch", leave=False)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}

@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.cache import PreprocessSettings
 from stages.dicom import DicomFile, Reader, SliceHeader
 from stages.errors import DataError, Problems
 from stages.intensity import is_blank, normalise
 from stages.planner import SlicePlan, along_normal, plan_series
+from stages.settings import PreprocessSettings
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.cache import PreprocessSettings
 from stages.demo import build_cohort
 from stages.intensity import Normalisation
+from stages.settings import PreprocessSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ("FLAIR", "T1w", "T1wCE", "T2w")
@@ -92,6 +92,13 @@ def run_stage(name: str, env: dict[str, str], *args: str, cwd: Path | None = Non
     return subprocess.run(
         [sys.executable, "-m", f"stages.{name}", *args], env=env, cwd=cwd or ROOT, capture_output=True, text=True
     )
+
+
+def preprocess_stage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """The ``inventory`` stage, then ``preprocess`` (which reads the inventory's table), as DVC runs them;
+    the first that fails, or ``preprocess``."""
+    inventory = run_stage("inventory", env)
+    return inventory if inventory.returncode else run_stage("preprocess", env, *args)
 
 
 @pytest.fixture(scope="session")

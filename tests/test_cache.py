@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from stages.cache import CODE_MODULES, CacheConfig, EntryMeta, code_digest, read_entry_meta, read_settings, write_config
+from stages.cache import EntryMeta, read_entry_meta, read_settings
+from stages.cachekey import CODE_MODULES, CacheConfig, code_digest, write_config
 from stages.codehash import module_closure, source_digest
 from stages.errors import DataError, Problem
 from stages.io import save_npz
 from tests.conftest import ROOT, make_settings
 
-NOT_SHAPING = {"cohort", "inventory", "params"}  # list files or read parameters
+NOT_SHAPING = {"cohort", "inventory"}  # list files
 COMMENT_EDIT = '\n\n# a comment\n\n\ndef _added_later():\n    """A docstring."""\n'
 BEHAVIOUR_EDIT = "\n\nSOMETHING_NEW = 1\n"
 
@@ -35,6 +36,7 @@ def test_source_digest_ignores_comments_docstrings_and_formatting():
 def copy_package(tmp_path: Path) -> Path:
     pkg = tmp_path / "stages"
     shutil.copytree(ROOT / "stages", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "requirements.txt", tmp_path / "requirements.txt")  # the pins, as in a checkout
     return pkg
 
 
@@ -54,14 +56,16 @@ def test_each_module_counts_by_behaviour_only(tmp_path, module):
 
 
 def preprocess_in(pkg_root: Path, env: dict) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "stages.preprocess"],
-        cwd=pkg_root,
-        env={**env, "PYTHONPATH": str(pkg_root)},
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    """The inventory and preprocess stages of the package copy in ``pkg_root``; preprocess's log."""
+    for name in ("inventory", "preprocess"):
+        proc = subprocess.run(
+            [sys.executable, "-m", f"stages.{name}"],
+            cwd=pkg_root,
+            env={**env, "PYTHONPATH": str(pkg_root)},
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
     return proc.stderr
 
 
@@ -87,6 +91,17 @@ def test_edits_reconvert_exactly_when_behaviour_changes(tmp_path, clean_cohort):
         )
         path.write_text(source)
         preprocess_in(pkg.parent, env)
+    edits = {  # what shapes no entry: log text, the list of stages the fingerprint stage knows
+        "preprocess": ("converted %d (%d files)", "built %d entries from %d files"),
+        "fingerprint": ('"report")', '"report", "probe")'),
+    }
+    for module, (old, new) in edits.items():
+        path = pkg / f"{module}.py"
+        source = path.read_text()
+        assert old in source
+        path.write_text(source.replace(old, new))
+        assert converted(preprocess_in(pkg.parent, env).replace("built", "converted")) == 0, module
+        path.write_text(source)
 
 
 def test_the_config_is_published_and_read_back(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from stages.cli import NOISE, _pump
 from stages.fingerprint import STAGES
-from tests.conftest import ROOT, run_stage, write_config
+from tests.conftest import ROOT, preprocess_stage, run_stage, write_config
 
 ALL_STAGES = ("fingerprint", *STAGES)
 
@@ -56,7 +56,7 @@ def test_importing_stages_changes_no_pydicom_setting():
 
 def test_missing_inputs_are_one_line_errors(tmp_path):
     env = write_config(tmp_path, raw_dir=tmp_path / "nowhere")
-    proc = run_stage("preprocess", env)
+    proc = preprocess_stage(env)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
     assert "nowhere" in proc.stderr and "does not exist" in proc.stderr
     proc = run_stage("train", env)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from stages.models import build_model, seed_cnn
-from stages.params import INPUT_KIND
+from stages.models import MODELS, build_model, seed_cnn
+from tests.conftest import ROOT
 
 
 def test_seed_cnn_is_the_seed_architecture():
@@ -34,10 +37,10 @@ def test_seed_cnn_is_the_seed_architecture():
 SHAPES = {"slices": (4, 24, 24, 1), "stack": (4, 24, 24, 3), "volume": (2, 6, 24, 24, 3)}
 
 
-@pytest.mark.parametrize("name", [n for n in INPUT_KIND if n != "seed_cnn"])
+@pytest.mark.parametrize("name", [n for n in MODELS if n != "seed_cnn"])
 def test_every_model_takes_its_input_kind_and_ends_in_a_softmax(name):
     model = build_model(name, img_size=24, series=["FLAIR", "T1wCE", "T2w"], depth=6, width=8)
-    out = model.predict(np.zeros(SHAPES[INPUT_KIND[name]], np.uint8), verbose=0)
+    out = model.predict(np.zeros(SHAPES[MODELS[name].kind], np.uint8), verbose=0)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError):
         build_model("resnet999", img_size=24, series=["T1wCE"], depth=6)
@@ -56,3 +59,23 @@ def test_mil_cnn_scores_a_patient_the_same_whatever_the_order_of_its_slices():
     model = build_model("mil_cnn", img_size=16, series=["T1wCE"], depth=6, width=4)
     x = np.random.default_rng(0).integers(0, 255, (1, 6, 16, 16, 1)).astype(np.uint8)
     np.testing.assert_allclose(model.predict(x, verbose=0), model.predict(x[:, ::-1], verbose=0), rtol=1e-5)
+
+
+def in_child(code: str) -> None:
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_a_registered_model_is_a_valid_model_name_with_its_kind():
+    """Adding a model is one decorated builder: the schema and the training stage take it from there."""
+    in_child(
+        "from stages.models import MODELS, register\n"
+        "register('tiny', kind='stack')(MODELS['cnn25d'].build)\n"
+        "from stages.params import ModelParams\n"
+        "tiny = {'name': 'tiny', 'series': ['T1wCE'], 'depth': 4, 'width': 8}\n"
+        "assert ModelParams.model_validate(tiny).name == 'tiny'\n"
+        "assert MODELS['tiny'].kind == 'stack'\n"
+    )
+
+
+def test_importing_the_zoo_loads_no_tensorflow():
+    in_child("import sys, stages.models, stages.params; assert not {'keras', 'tensorflow'} & set(sys.modules)")

@@ -100,7 +100,7 @@ def test_batchnorm_agrees_with_keras_batch_normalization(training):
     """The reference path: Keras's own layer, equal up to the last bits of one square root."""
     import keras
 
-    from stages.models import BatchNorm
+    from stages.layers import BatchNorm
 
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((4, 3, 5, 5, 6)) * 3 + 1).astype(np.float32)

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from stages.errors import ParamError
-from stages.params import INPUT_KIND, ModelParams, Params, load_params, load_paths
+from stages.models import MODELS
+from stages.params import ModelParams, Params, load_params, load_paths
 from tests.conftest import ROOT, run_stage, write_config
 
 # (section, key, bad value, words the message must contain)
@@ -104,8 +105,8 @@ def test_unreadable_files_are_one_line_errors(tmp_path):
         load_params(tmp_path / "missing.yaml")
 
 
-def test_every_model_has_an_input_kind():
-    assert set(INPUT_KIND) == set(ModelParams.model_fields["name"].annotation.__args__)
+def test_the_schema_accepts_exactly_the_registered_models():
+    assert set(MODELS) == set(ModelParams.model_fields["name"].annotation.__args__)
 
 
 @pytest.mark.parametrize(

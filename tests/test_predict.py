@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stages.card import read_card
 from stages.errors import DataError
 from stages.params import load_params
-from stages.predict import neutral_score, read_card
 from tests.conftest import run_stage
 
 
@@ -81,7 +81,7 @@ def test_a_patient_without_slices_among_others_gets_the_neutral_score(predicted,
     last = proc.stdout.strip().splitlines()[-1]
     card, _ = read_card(folder / "models")
     pooling = load_params(folder / "params.yaml").cv.pooling
-    assert last.startswith(f"00999 {neutral_score(card, pooling):.6f}") and "no usable slices" in last
+    assert last.startswith(f"00999 {card.neutral_score(pooling):.6f}") and "no usable slices" in last
 
 
 def test_model_cards_and_files_are_checked(predicted, tmp_path):
@@ -89,5 +89,5 @@ def test_model_cards_and_files_are_checked(predicted, tmp_path):
     with pytest.raises(DataError, match="model card not found"):
         read_card(tmp_path)
     card, files = read_card(folder / "models" / "repeat0_fold1.keras")
-    assert [m["file"] for m in card["models"]] == ["repeat0_fold1.keras"] and len(files) == 1
-    assert neutral_score(card, "rank") == 0.5 and neutral_score(card, "raw") == card["train_prevalence"]
+    assert [m.file for m in card.models] == ["repeat0_fold1.keras"] and len(files) == 1
+    assert card.neutral_score("rank") == 0.5 and card.neutral_score("raw") == card.train_prevalence

@@ -20,14 +20,16 @@ import pytest
 
 from stages import convert, preprocess
 from stages.errors import DataError
-from tests.conftest import IDENTIFYING, ROOT, make_settings, run_stage, tree_digest, write_config
+from stages.inventory import scan
+from tests.conftest import IDENTIFYING, ROOT, make_settings, preprocess_stage, tree_digest, write_config
 
 FAULTY = ("00109", "00123", "00709")
 
 
 def run(raw: Path, out: Path, **kwargs) -> preprocess.Outcome:
     kwargs = {"settings": make_settings(), "workers": 2, **kwargs}
-    return preprocess.run(raw_dir=raw, cache_dir=out / "cache", state_db=out / "state.sqlite", **kwargs)
+    inventory = scan(raw, state_db=out / "state.sqlite")
+    return preprocess.run(raw_dir=raw, cache_dir=out / "cache", inventory=inventory, **kwargs)
 
 
 def make_bad_cohort(src: Path, dst: Path) -> dict[str, str]:
@@ -99,7 +101,7 @@ def test_every_bad_case_is_reported_and_raw_data_is_never_written(tmp_path, tiny
 
 def test_patients_csv_carries_the_labels_of_train_labels_csv(tmp_path, clean_cohort):
     env = write_config(tmp_path, raw_dir=clean_cohort, preprocess={"img_size": 16})
-    assert run_stage("preprocess", env).returncode == 0
+    assert preprocess_stage(env).returncode == 0
     table = pd.read_csv(tmp_path / "data/patients.csv", dtype=str, keep_default_na=False)
     assert list(table.columns) == ["split", "BraTS21ID", "MGMT_value", "FLAIR", "T1w", "T1wCE", "T2w"]
     labels = pd.read_csv(clean_cohort / "train_labels.csv", dtype=str).set_index("BraTS21ID")["MGMT_value"]
@@ -110,7 +112,7 @@ def test_patients_csv_carries_the_labels_of_train_labels_csv(tmp_path, clean_coh
 
 def test_strict_mode_stops_with_one_line_naming_the_file(tmp_path, tiny_cohort):
     env = write_config(tmp_path, raw_dir=tiny_cohort, preprocess={"img_size": 16, "strict": True, "workers": 1})
-    proc = run_stage("preprocess", env)
+    proc = preprocess_stage(env)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("preprocess: ") and "preprocess.strict" in last
@@ -128,7 +130,7 @@ def test_strict_mode_fails_on_problems_remembered_from_cached_entries(tmp_path, 
 
 def test_nothing_is_deleted_for_a_root_that_cannot_be_a_dataset(tmp_path, clean_cohort):
     env = write_config(tmp_path / "run", raw_dir=clean_cohort, preprocess={"img_size": 16})
-    assert run_stage("preprocess", env).returncode == 0
+    assert preprocess_stage(env).returncode == 0
     cache = tmp_path / "run" / "data" / "cache"
     before = tree_digest(cache)
     empty, unlabelled = tmp_path / "empty", tmp_path / "unlabelled"
@@ -136,7 +138,7 @@ def test_nothing_is_deleted_for_a_root_that_cannot_be_a_dataset(tmp_path, clean_
     shutil.copytree(clean_cohort / "train", unlabelled / "train")
     for raw in (empty, unlabelled):
         env = write_config(tmp_path / "run", raw_dir=raw, preprocess={"img_size": 16})
-        proc = run_stage("preprocess", env)
+        proc = preprocess_stage(env)
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and str(raw) in proc.stderr
         assert tree_digest(cache) == before
 
@@ -145,7 +147,7 @@ def test_no_identifying_values_in_any_output_or_log(tmp_path, tiny_cohort):
     ds = pydicom.dcmread(next(tiny_cohort.rglob("Image-*.dcm")))
     assert str(ds.PatientName).startswith("DEMO^PHANTOM")  # the raw files do carry them
     env = write_config(tmp_path, raw_dir=tiny_cohort, preprocess={"img_size": 16})
-    proc = run_stage("preprocess", env)
+    proc = preprocess_stage(env)
     assert proc.returncode == 0
     outputs = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
     for value in IDENTIFYING:
@@ -230,10 +232,10 @@ def test_an_interrupted_run_is_repaired_by_the_next(tmp_path, tiny_cohort, sig, 
     equals a run from scratch, byte for byte."""
     reference = tmp_path / "reference"
     env_ref = write_config(reference, raw_dir=tiny_cohort, preprocess={"img_size": 16, "workers": 1})
-    assert run_stage("preprocess", env_ref).returncode == 0
+    assert preprocess_stage(env_ref).returncode == 0
     work = tmp_path / "work"
     env = write_config(work, raw_dir=tiny_cohort, preprocess={"img_size": 16, "workers": 2})
-    assert run_stage("preprocess", env).returncode == 0
+    assert preprocess_stage(env).returncode == 0
     cache = work / "data" / "cache"
     interrupted, reported = 0, 0
     for after, size in ((0, 24), (1, 20), (4, 28), (9, 18)):  # entries rewritten before the signal; new sizes
@@ -258,7 +260,7 @@ def test_an_interrupted_run_is_repaired_by_the_next(tmp_path, tiny_cohort, sig, 
     if sig == signal.SIGINT:  # Ctrl-C during the work ends with one line (at start-up Python may die first)
         assert reported >= 2
     env = write_config(work, raw_dir=tiny_cohort, preprocess={"img_size": 16, "workers": 2})
-    assert run_stage("preprocess", env).returncode == 0
+    assert preprocess_stage(env).returncode == 0
     assert tree_digest(cache) == tree_digest(reference / "data" / "cache")
     for name in ("data/patients.csv", "reports/preprocess.json"):
         assert (work / name).read_bytes() == (reference / name).read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import yaml
@@ -10,7 +11,7 @@ import yaml
 from stages import train, training
 from stages.cohort import read_patients
 from stages.params import load_params, load_paths
-from tests.conftest import run_stage, tree_digest
+from tests.conftest import ROOT, run_stage, tree_digest, write_config
 
 TF_NOISE = ("oneDNN", "absl", "I0000", "E0000", "W0000", "cuda", "TensorFlow binary", "rebuild TensorFlow")
 
@@ -85,3 +86,42 @@ def test_too_many_folds_for_the_cohort_is_one_line(training_run, tmp_path):
     proc = run_stage("train", {**env, "MGMT_PARAMS": str(tmp_path / "params.yaml")})
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "cv.folds: 30 is not allowed: more folds than patients of the smaller class" in proc.stderr
+
+
+def test_on_a_terminal_each_fold_shows_a_progress_bar(training_run, tmp_path):
+    """Behind the filter that hides TensorFlow's notices, stderr is a pipe: the bar must still show."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    folder, env = training_run
+    env = write_config(
+        tmp_path / "run",
+        raw_dir=Path(yaml.safe_load((folder / "params.yaml").read_text())["data"]["raw_dir"]),
+        model={"name": "seed_cnn", "series": ["T1wCE"]},
+        train={"epochs": 2, "early_stopping": "off"},
+        cv={"folds": 2},
+    )
+    (tmp_path / "run/data").mkdir(exist_ok=True)
+    os.symlink(folder / "data/cache", tmp_path / "run/data/cache")
+    os.symlink(folder / "data/patients.csv", tmp_path / "run/data/patients.csv")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"], cwd=ROOT, env=env, stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert proc.wait() == 0, shown.decode(errors="replace")[-2000:]
+    text = shown.decode(errors="replace")
+    for fold in ("repeat0_fold0", "repeat0_fold1"):
+        assert f"train {fold}:" in text and "epoch" in text, text[-2000:]  # the bar: "train repeat0_fold0: 50%|..."
+    assert "val patient AUC" in text and "oneDNN" not in text
