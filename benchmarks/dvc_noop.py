@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "dvc_noop"
-SERIES = ("FLAIR", "T1w", "T1wCE", "T2w")
+sys.path.insert(0, str(ROOT))
+from stages.challenge import SERIES  # noqa: E402
 
 DIRECTORY_DVC_YAML = """stages:
   use:

@@ -91,46 +91,33 @@ def demo_dir(params, *, permuted: bool) -> Path:  # noqa: ANN001
 
 
 def run_cell(params, *, permuted: bool = False) -> dict:  # noqa: ANN001
-    """Preprocess (shared by settings), train and evaluate one configuration; returns the metrics."""
-    from stages import evaluate, preprocess, train
-    from stages.cohort import read_oracle
-    from stages.inventory import scan
-    from stages.io import write_csv
+    """Run the pipeline's own stages (inventory, preprocess, train, evaluate) for one configuration,
+    sharing the cohort's inventory and each preprocessing's cache between cells; returns the metrics."""
+    from stages import evaluate, inventory, preprocess, train
     from stages.params import Paths
     from stages.probe import cache_features, probe_auc
 
     raw = demo_dir(params, permuted=permuted)
     settings = preprocess.settings_from_params(params.preprocess)
     cache = OUT / f"cache_{key([str(raw), settings.to_dict()])}"
-    if not (cache / "patients.csv").exists():
-        outcome = preprocess.run(
-            raw_dir=raw,
-            cache_dir=cache / "cache",
-            inventory=scan(raw, state_db=OUT / "state.sqlite"),
-            settings=settings,
-            exclude=params.preprocess.exclude,
-            workers=params.preprocess.workers,
-        )
-        write_csv(cache / "patients.csv", outcome.rows, ["split", "BraTS21ID", "MGMT_value", *params.preprocess.series])
     out = OUT / "runs" / key([str(raw), params.model_dump(mode="json")])
-    paths = Paths(
-        **{f: str(out / f) for f in Paths.model_fields}
-        | {"cache_dir": str(cache / "cache"), "patients": str(cache / "patients.csv")}
-    )
+    params = params.model_copy(update={"data": params.data.model_copy(update={"raw_dir": str(raw)})})
+    shared = {  # per cohort, per cache; the rest per run
+        "inventory": str(raw.with_name(raw.name + "_inventory.tsv")),
+        "state_db": str(OUT / "state.sqlite"),
+        "cache_dir": str(cache / "cache"),
+        "patients": str(cache / "patients.csv"),
+        "preprocess_report": str(cache / "preprocess.json"),
+    }
+    paths = Paths(**{f: str(out / f) for f in Paths.model_fields} | shared)
+    if not (cache / "patients.csv").exists():
+        inventory.execute(params, paths)
+        preprocess.execute(params, paths)
+    if not (out / "oof" / "oof_patients.csv").exists():
+        train.execute(params, paths)
+    metrics = evaluate.execute(params, paths)
     import pandas as pd
 
-    if not (out / "oof" / "oof_patients.csv").exists():
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-        cohort = train.prepare(params, paths)
-        result = train.cross_validate(cohort, params, models_dir=out / "models")
-        train.write_outputs(result, cohort=cohort, params=params, paths=paths)
-    patients = pd.read_csv(out / "oof" / "oof_patients.csv", dtype={"BraTS21ID": str})
-    slices = pd.read_csv(out / "oof" / "oof_slices.csv", dtype={"BraTS21ID": str})
-    metrics = evaluate.evaluate(
-        patients=patients, slices=slices, oracle=read_oracle(raw), pooling=params.cv.pooling, seed=params.cv.seed
-    )
     table = pd.read_csv(cache / "patients.csv", dtype=str, keep_default_na=False)
     train_rows = table[(table["split"] == "train") & (table["T1wCE"].astype(int) > 0)]
     features = cache_features(cache / "cache", list(train_rows["BraTS21ID"]), series="T1wCE")

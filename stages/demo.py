@@ -17,8 +17,8 @@ import numpy as np
 from stages.cli import progress
 from stages.cohort import ORACLE_FILE
 from stages.io import write_csv, write_json
-from stages.params import worker_count, worker_pool
-from stages.phantom import bayes_auc, break_files, choose_ids, make_patient, write_patient
+from stages.phantom import break_files, choose_ids, make_patient, population_bayes_auc, write_patient
+from stages.pools import worker_count, worker_pool
 
 log = logging.getLogger("demo")
 COHORT_FILE = "demo_cohort.json"
@@ -84,7 +84,7 @@ def build_cohort(
         "positives_train": int(sum(labels)),
         "files": files,
         "signal_strength": signal_strength,
-        "bayes_auc_population": round(bayes_auc(signal_strength), 6),
+        "bayes_auc_population": round(population_bayes_auc(signal_strength), 6),
         "bayes_auc_train": round(float(roc_auc_score(labels, [s.score for s in specs["train"]])), 6),
         "faults": faults,
     }

@@ -18,10 +18,11 @@ import pandas as pd
 
 from stages.cohort import read_oracle
 from stages.io import write_json
+from stages.params import Params, Paths
 from stages.scoring import auc, summary_metrics
 
 log = logging.getLogger("evaluate")
-HEADLINE = ("patient_auc", "patient_auc_ci95_low", "patient_auc_ci95_high", "fold_auc_mean", "bayes_auc", "n_patients")
+HEADLINE = ("patient_auc", "patient_auc_ci95_low", "patient_auc_ci95_high", "bayes_auc", "n_patients")  # fits 120 columns
 
 
 def threshold(pooling: str, prevalence: float) -> float:
@@ -95,21 +96,28 @@ def write_outputs(out_dir: Path, *, metrics: dict, labels: np.ndarray, scores: n
     write_json(out_dir / "details.json", flat)
 
 
+def execute(params: Params, paths: Paths) -> dict:
+    """The stage's work for validated parameters and file locations; returns every metric."""
+    oof = Path(paths.oof)
+    patients = pd.read_csv(oof / "oof_patients.csv", dtype={"BraTS21ID": str})
+    slices = pd.read_csv(oof / "oof_slices.csv", dtype={"BraTS21ID": str})
+    pooling = params.cv.pooling
+    oracle = read_oracle(Path(params.data.raw_dir))
+    metrics = evaluate(patients=patients, slices=slices, oracle=oracle, pooling=pooling, seed=params.cv.seed)
+    labels, scores = patient_means(patients, pooling)
+    cut = threshold(pooling, float(labels.mean()))
+    metrics["confusion_threshold"] = cut
+    write_outputs(Path(paths.eval_dir), metrics=metrics, labels=labels, scores=scores, cut=cut)
+    return metrics
+
+
 def main() -> None:
     """Run the stage from ``params.yaml``."""
     from stages.cli import stage
 
     with stage("evaluate", __doc__) as ctx:
-        oof = Path(ctx.paths.oof)
-        patients = pd.read_csv(oof / "oof_patients.csv", dtype={"BraTS21ID": str})
-        slices = pd.read_csv(oof / "oof_slices.csv", dtype={"BraTS21ID": str})
+        metrics = execute(ctx.params, ctx.paths)
         pooling = ctx.params.cv.pooling
-        oracle = read_oracle(Path(ctx.params.data.raw_dir))
-        metrics = evaluate(patients=patients, slices=slices, oracle=oracle, pooling=pooling, seed=ctx.params.cv.seed)
-        labels, scores = patient_means(patients, pooling)
-        cut = threshold(pooling, float(labels.mean()))
-        metrics["confusion_threshold"] = cut
-        write_outputs(Path(ctx.paths.eval_dir), metrics=metrics, labels=labels, scores=scores, cut=cut)
     log.info(
         "patient AUC %.3f (95%% CI %.3f-%.3f; %s pooling; raw %.3f, rank %.3f, calibrated %.3f; folds %.3f +/- %.3f) "
         "on %d patients; Bayes-optimal %s",

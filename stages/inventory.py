@@ -21,11 +21,15 @@ from contextlib import closing
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from stages.errors import DataError
 from stages.io import write_text
+
+if TYPE_CHECKING:
+    from stages.params import Params, Paths
 
 log = logging.getLogger("inventory")
 SPLITS = ("train", "test")  # folders whose sub-folders are patients
@@ -216,14 +220,21 @@ def read_table(path: Path | str) -> dict[str, Item]:
     return items
 
 
+def execute(params: Params, paths: Paths) -> dict[str, Item]:
+    """Scan ``data.raw_dir`` (every core) and write its table to ``paths.inventory``."""
+    from stages.pools import worker_count
+
+    items = scan(Path(params.data.raw_dir), state_db=Path(paths.state_db), workers=worker_count(0))
+    write_text(paths.inventory, table(items))
+    return items
+
+
 def main() -> None:
     """Write ``data/inventory.tsv`` for ``data.raw_dir``."""
     from stages.cli import stage
-    from stages.params import worker_count
 
     with stage("inventory", __doc__) as ctx:
-        items = scan(Path(ctx.params.data.raw_dir), state_db=Path(ctx.paths.state_db), workers=worker_count(0))
-        write_text(ctx.paths.inventory, table(items))
+        items = execute(ctx.params, ctx.paths)
         log.info("%d entries, %d files", len(items), sum(i.files for i in items.values()))
 
 

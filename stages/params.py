@@ -7,12 +7,7 @@ key, the value and what is allowed, before any work or deletion.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-from collections.abc import Callable
-from multiprocessing import forkserver
-from multiprocessing.context import BaseContext
-from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,18 +23,18 @@ from pydantic import (
     model_validator,
 )
 
+from stages.challenge import SERIES
 from stages.errors import ParamError
 from stages.models import MODELS
 
 PARAMS_FILE = "params.yaml"
 PATHS_FILE = "paths.yaml"
-SERIES = ("FLAIR", "T1w", "T1wCE", "T2w")
 
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Float = Annotated[float, Strict()]  # strict floats still accept integers
 Str = Annotated[str, Strict(), Field(min_length=1)]
-SeriesName = Literal["FLAIR", "T1w", "T1wCE", "T2w"]
+SeriesName = Literal[SERIES]
 ModelName = Literal[tuple(MODELS)]  # the zoo's registered names (stages/models.py)
 # YAML 1.1 (PyYAML) reads an unquoted `off` as false: accept it as the word it was meant to be
 OffSwitch = BeforeValidator(lambda v: "off" if v is False else v)
@@ -233,37 +228,3 @@ def load_paths(path: Path | None = None) -> Paths:
     """Read and validate the ``paths`` section of ``paths.yaml``."""
     path = path or paths_file()
     return _validate(Paths, _read_yaml(path), path, section="paths")
-
-
-def start_worker_server(preload: tuple[str, ...]) -> BaseContext:
-    """Start the fork server that pool workers come from, without waiting for it.
-
-    The server imports ``preload`` (the modules of the workers' functions) once, while this process
-    goes on with its own work; a server already running keeps its first preload.
-    """
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))
-    forkserver.ensure_running()
-    return context
-
-
-def worker_pool(
-    processes: int, *, preload: tuple[str, ...], initializer: Callable | None = None, initargs: tuple = ()
-) -> Pool:
-    """A process pool whose workers start from a fresh server process, not from a fork of this one.
-
-    Forking a process that runs threads (TensorFlow's, in a test session or a notebook; OpenCV's)
-    can copy a held lock into the child and deadlock it; the fork server has only ever imported
-    what the workers need.
-    """
-    return start_worker_server(preload).Pool(processes, initializer, initargs)
-
-
-def worker_count(requested: int) -> int:
-    """Number of worker processes: ``0`` means every available core."""
-    if requested > 0:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

@@ -25,9 +25,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from stages.params import SERIES
+from stages.challenge import FAULTY_IDS, SERIES
 
-FAULTY_IDS = ("00109", "00123", "00709")
 FOV_MM = 220.0
 HEAD_MM = np.array([72.0, 90.0, 78.0])  # semi-axes along x (L), y (P), z (S)
 # tissue -> intensity per series (arbitrary scanner units); rim/core of T1wCE depend on f
@@ -79,7 +78,7 @@ class PatientSpec:
     series: dict[str, SeriesSpec] = field(default_factory=dict)
 
 
-def bayes_auc(strength: float) -> float:
+def population_bayes_auc(strength: float) -> float:
     """Population AUC of the latent score: ``Phi(strength / sqrt(2))``."""
     return 0.5 * (1.0 + math.erf(strength / 2.0))
 

@@ -28,7 +28,8 @@ from stages.errors import DataError, Problem, Problems
 from stages.intensity import Normalisation
 from stages.inventory import Item, read_table
 from stages.io import remove_partial_files, write_csv, write_json
-from stages.params import PreprocessParams, start_worker_server, worker_count, worker_pool
+from stages.params import Params, Paths, PreprocessParams
+from stages.pools import start_worker_server, worker_count, worker_pool
 from stages.settings import PreprocessSettings
 
 log = logging.getLogger("preprocess")
@@ -191,25 +192,32 @@ def run(
     )
 
 
+def execute(params: Params, paths: Paths) -> Outcome:
+    """The stage's work for validated parameters and file locations: the cache, the patient table, the report."""
+    pp = params.preprocess
+    outcome = run(
+        raw_dir=Path(params.data.raw_dir),
+        cache_dir=Path(paths.cache_dir),
+        inventory=read_table(paths.inventory),
+        settings=settings_from_params(pp),
+        exclude=pp.exclude,
+        strict=pp.strict,
+        workers=pp.workers,
+        reader=pp.reader,
+    )
+    write_csv(paths.patients, outcome.rows, ["split", "BraTS21ID", "MGMT_value", *pp.series])
+    write_json(paths.preprocess_report, outcome.report)
+    return outcome
+
+
 def main() -> None:
     """Run the stage from ``params.yaml``."""
     from stages.cli import stage
 
     with stage("preprocess", __doc__) as ctx:
-        pp, paths = ctx.params.preprocess, ctx.paths
+        paths = ctx.paths
         start = time.perf_counter()
-        outcome = run(
-            raw_dir=Path(ctx.params.data.raw_dir),
-            cache_dir=Path(paths.cache_dir),
-            inventory=read_table(paths.inventory),
-            settings=settings_from_params(pp),
-            exclude=pp.exclude,
-            strict=pp.strict,
-            workers=pp.workers,
-            reader=pp.reader,
-        )
-        write_csv(paths.patients, outcome.rows, ["split", "BraTS21ID", "MGMT_value", *pp.series])
-        write_json(paths.preprocess_report, outcome.report)
+        outcome = execute(ctx.params, paths)
         elapsed = time.perf_counter() - start
         log.info(
             "%d train / %d test patients; converted %d (%d files) in %.1f s; %d problems recorded (see %s)",

@@ -169,18 +169,26 @@ def write_outputs(out: Outputs, *, cohort: Cohort, params: Params, paths: Paths)
     write_card(Path(paths.models_dir), card)
 
 
+def execute(params: Params, paths: Paths) -> tuple[Cohort, Outputs]:
+    """The stage's work for validated parameters and file locations (inputs checked before TensorFlow loads)."""
+    from stages.cli import quiet_tensorflow
+
+    cohort = prepare(params, paths)
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    out = cross_validate(cohort, params, models_dir=Path(paths.models_dir))
+    write_outputs(out, cohort=cohort, params=params, paths=paths)
+    return cohort, out
+
+
 def main() -> None:
     """Run the stage from ``params.yaml``."""
-    from stages.cli import quiet_tensorflow, stage
+    from stages.cli import stage
 
     with stage("train", __doc__) as ctx:
-        cohort = prepare(ctx.params, ctx.paths)
-        quiet_tensorflow()
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-        out = cross_validate(cohort, ctx.params, models_dir=Path(ctx.paths.models_dir))
-        write_outputs(out, cohort=cohort, params=ctx.params, paths=ctx.paths)
+        cohort, out = execute(ctx.params, ctx.paths)
         collapsed = sum(f["collapsed"] for f in out.folds.values())
         log.info(
             "trained %d models (%s, %d patients); %d collapsed",

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.challenge import SERIES
 from stages.demo import build_cohort
 from stages.intensity import Normalisation
 from stages.settings import PreprocessSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-SERIES = ("FLAIR", "T1w", "T1wCE", "T2w")
 TINY = {"n_train": 12, "n_test": 3, "seed": 7, "image_size": 32, "slices": 8, "signal_strength": 1.2, "prevalence": 0.5}
 IDENTIFYING = [b"DEMO^PHANTOM", b"DEMO-PID-", b"19000101", b"20000101", b"DEMO PHANTOM INSTITUTE"]
 

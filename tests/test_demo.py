@@ -10,8 +10,9 @@ import pandas as pd
 import pydicom
 import pytest
 
+from stages.challenge import FAULTY_IDS, SERIES
 from stages.demo import build_cohort
-from stages.phantom import FAULTY_IDS, SERIES, bayes_auc
+from stages.phantom import population_bayes_auc
 from tests.conftest import TINY, run_stage, tree_digest, write_config
 
 
@@ -75,13 +76,13 @@ def test_generator_is_deterministic(tmp_path, clean_cohort, tiny_cohort):
 
 
 def test_bayes_auc_is_recorded():
-    assert bayes_auc(0.0) == pytest.approx(0.5)
-    assert bayes_auc(1.2) == pytest.approx(0.8019, abs=1e-3)
+    assert population_bayes_auc(0.0) == pytest.approx(0.5)
+    assert population_bayes_auc(1.2) == pytest.approx(0.8019, abs=1e-3)
 
 
 def test_cohort_summary_reports_the_oracle(clean_cohort):
     summary = json.loads((clean_cohort / "demo_cohort.json").read_text())
-    assert summary["bayes_auc_population"] == pytest.approx(bayes_auc(TINY["signal_strength"]), abs=1e-6)
+    assert summary["bayes_auc_population"] == pytest.approx(population_bayes_auc(TINY["signal_strength"]), abs=1e-6)
     assert 0.0 <= summary["bayes_auc_train"] <= 1.0
     oracle = pd.read_csv(clean_cohort / "demo_oracle.csv", dtype={"BraTS21ID": str})
     labels = pd.read_csv(clean_cohort / "train_labels.csv", dtype={"BraTS21ID": str})

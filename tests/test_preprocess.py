@@ -19,11 +19,10 @@ import pydicom
 import pytest
 
 from stages import convert, preprocess
+from stages.challenge import FAULTY_IDS
 from stages.errors import DataError
 from stages.inventory import scan
 from tests.conftest import IDENTIFYING, ROOT, make_settings, preprocess_stage, tree_digest, write_config
-
-FAULTY = ("00109", "00123", "00709")
 
 
 def run(raw: Path, out: Path, **kwargs) -> preprocess.Outcome:
@@ -64,9 +63,9 @@ def make_bad_cohort(src: Path, dst: Path) -> dict[str, str]:
 
 
 def test_the_default_cohort_converts_with_recorded_skips(tmp_path, tiny_cohort):
-    outcome = run(tiny_cohort, tmp_path, exclude=FAULTY)
+    outcome = run(tiny_cohort, tmp_path, exclude=FAULTY_IDS)
     ids = {r["BraTS21ID"] for r in outcome.rows}
-    assert not ids & set(FAULTY) and len(outcome.rows) == 12
+    assert not ids & set(FAULTY_IDS) and len(outcome.rows) == 12
     reasons = " ".join(p["file"] + " " + p["reason"] for p in outcome.report["problems"])
     assert "Thumbs.db" in reasons and "notes.txt" in reasons and "no pixel data" in reasons
     for r in outcome.rows:
@@ -106,7 +105,7 @@ def test_patients_csv_carries_the_labels_of_train_labels_csv(tmp_path, clean_coh
     assert list(table.columns) == ["split", "BraTS21ID", "MGMT_value", "FLAIR", "T1w", "T1wCE", "T2w"]
     labels = pd.read_csv(clean_cohort / "train_labels.csv", dtype=str).set_index("BraTS21ID")["MGMT_value"]
     train = table[table["split"] == "train"].set_index("BraTS21ID")["MGMT_value"]
-    assert train.to_dict() == labels.drop(list(FAULTY)).to_dict()
+    assert train.to_dict() == labels.drop(list(FAULTY_IDS)).to_dict()
     assert (table.loc[table["split"] == "test", "MGMT_value"] == "").all()
 
 
@@ -123,9 +122,9 @@ def test_strict_mode_fails_on_problems_remembered_from_cached_entries(tmp_path, 
     raw = tmp_path / "raw"
     shutil.copytree(tiny_cohort, raw)
     (raw / "train_labels.csv").write_text((raw / "train_labels.csv").read_text())  # same content
-    run(raw, tmp_path, exclude=FAULTY)  # lenient: every problem recorded in its entry
+    run(raw, tmp_path, exclude=FAULTY_IDS)  # lenient: every problem recorded in its entry
     with pytest.raises(DataError, match="preprocess.strict"):
-        run(raw, tmp_path, exclude=FAULTY, strict=True)  # converts nothing, still fails
+        run(raw, tmp_path, exclude=FAULTY_IDS, strict=True)  # converts nothing, still fails
 
 
 def test_nothing_is_deleted_for_a_root_that_cannot_be_a_dataset(tmp_path, clean_cohort):
