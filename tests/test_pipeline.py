@@ -195,6 +195,18 @@ def test_plots_show_without_warnings(repo, tmp_path):
         assert needle in html, needle
 
 
+def test_plots_show_renders_offline_with_the_scripts_from_the_package_index(repo, tmp_path):
+    sh(sys.executable, "scripts/offline_plots.py", cwd=repo)  # pip download, once
+    out = tmp_path / "offline"
+    sh("dvc", "plots", "show", "-o", str(out), cwd=repo)
+    html = (out / "index.html").read_text()
+    assert not re.search(r"<script[^>]+src=", html), "no script is loaded from anywhere"
+    assert 'version="6.1.2"' in html and "vegaEmbed" in html, "Vega and Vega-Embed are inline"
+    assert html.count("vegaEmbed('#") == 5  # every chart
+    assert sh("git", "status", "--porcelain", cwd=repo).stdout == "", "the template and its setting stay out of git"
+    (repo / ".dvc/config.local").unlink()
+
+
 def test_exp_show_keeps_paths_apart_and_the_documented_columns_fit(repo):
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
     params = shown[0]["data"]["params"]
@@ -208,6 +220,7 @@ def test_exp_show_keeps_paths_apart_and_the_documented_columns_fit(repo):
 
 
 def test_queued_sweep_runs_and_is_listed(repo):
+    sh("dvc", "exp", "remove", "--all-commits", cwd=repo)  # the experiments of earlier tests
     for epochs in (1, 3):
         sh("dvc", "exp", "run", "--queue", "-S", f"train.epochs={epochs}", "-S", "train.seed=7", cwd=repo)
     sh("dvc", "queue", "start", cwd=repo)
@@ -221,6 +234,21 @@ def test_queued_sweep_runs_and_is_listed(repo):
     flat = json.dumps(json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout))
     assert {1, 3} <= {int(e) for e in re.findall(r'"epochs": (\d)', flat)}
     assert flat.count('"patient_auc"') >= 3
+
+
+def test_the_readme_exp_show_recipe_fits_120_columns_with_the_changes_visible(repo):
+    """After the queued sweep above (train.epochs and train.seed changed)."""
+    import shlex
+
+    line = next(x for x in (repo / "README.md").read_text().splitlines() if x.startswith("dvc exp show --only"))
+    proc = subprocess.run(
+        [*shlex.split(line), "--no-pager"], cwd=repo, env={**ENV, "COLUMNS": "120"}, capture_output=True, text=True
+    )
+    table = proc.stdout.splitlines()
+    assert proc.returncode == 0 and len(table) >= 5, proc.stderr
+    assert max(len(x.rstrip()) for x in table) <= 120
+    assert "…" not in proc.stdout, "no column is cut"
+    assert "patient_auc" in table[1] and "train.epochs" in table[1] and "train.seed" in table[1]
 
 
 def test_remote_push_and_pull_into_a_fresh_clone(repo, tmp_path):

@@ -125,3 +125,36 @@ def test_on_a_terminal_each_fold_shows_a_progress_bar(training_run, tmp_path):
     for fold in ("repeat0_fold0", "repeat0_fold1"):
         assert f"train {fold}:" in text and "epoch" in text, text[-2000:]  # the bar: "train repeat0_fold0: 50%|..."
     assert "val patient AUC" in text and "oneDNN" not in text
+
+
+def test_held_out_labels_reach_nothing_but_the_final_score(training_run, monkeypatch, tmp_path):
+    """Flip the labels of one fold's held-out patients: the model, its calibration and every score it
+    gives are bit-identical; only the recorded labels and the held-out AUC may change."""
+    from dataclasses import replace
+
+    from stages.cv import splits
+
+    folder, _ = training_run
+    params, paths = load_params(folder / "params.yaml"), load_paths(folder / "paths.yaml")
+    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
+    cohort = train.prepare(params, paths)
+    cv = params.cv
+    first = next(splits(cohort.labels, cohort.ids, folds=cv.folds, seed=cv.seed, repeats=1, val_fraction=0.2))
+    monkeypatch.setattr(train, "splits", lambda *args, **kwargs: iter([first]))  # the same patients both times
+    flipped = cohort.labels.copy()
+    flipped[first.test] = 1 - flipped[first.test]
+    a = train.cross_validate(cohort, params, models_dir=tmp_path / "a")
+    b = train.cross_validate(replace(cohort, labels=flipped), params, models_dir=tmp_path / "b")
+    import keras
+    import numpy as np
+
+    weights = [
+        keras.models.load_model(d / "repeat0_fold0.keras").get_weights() for d in (tmp_path / "a", tmp_path / "b")
+    ]
+    assert all(np.array_equal(x, y) for x, y in zip(*weights))  # (the files differ in Keras's layer names)
+    assert [m.calibration for m in a.models] == [m.calibration for m in b.models]
+    scores = ["raw", "rank", "calibrated"]
+    assert [[p[k] for k in scores] for p in a.patients] == [[p[k] for k in scores] for p in b.patients]
+    assert [s["prob"] for s in a.slices] == [s["prob"] for s in b.slices]
+    assert a.curves == b.curves
+    assert [p["MGMT_value"] for p in a.patients] != [p["MGMT_value"] for p in b.patients]
