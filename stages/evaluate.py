@@ -22,7 +22,8 @@ from stages.params import Params, Paths
 from stages.scoring import auc, summary_metrics
 
 log = logging.getLogger("evaluate")
-HEADLINE = ("patient_auc", "patient_auc_ci95_low", "patient_auc_ci95_high", "bayes_auc", "n_patients")  # fits 120 columns
+# what `dvc metrics show` lists: it fits 120 columns
+HEADLINE = ("patient_auc", "patient_auc_ci95_low", "patient_auc_ci95_high", "bayes_auc", "n_patients")
 
 
 def threshold(pooling: str, prevalence: float) -> float:
