@@ -4,7 +4,7 @@ A module's digest covers its syntax tree without docstrings and without log call
 (``log.info(...)`` and the like as statements), so comments, formatting, docstrings and log text
 change nothing. A module's closure is itself and every ``stages`` module it imports, directly or
 lazily, transitively, with the package's ``__init__`` (it runs first); :data:`PLUMBING` modules
-(the command line, its logging, the parameter schema, the process pools) are neither hashed
+(the command line, its logging, the parameter schema, the process pools, where tasks run) are neither hashed
 nor followed. The libraries of a closure
 are the pinned requirements (``requirements.txt``) its third-party imports load, transitively,
 with their installed versions and Python's ``major.minor``.
@@ -27,7 +27,7 @@ REQUIREMENTS = PACKAGE_DIR.parent / "requirements.txt"
 # parameter schema (``params``: it accepts or refuses values, and dvc.yaml declares per stage each
 # key the stage reads, so a changed value reruns the stage through DVC, not through this digest)
 # and the process pools (``pools``: how work is spread over cores; tested equal to serial runs).
-PLUMBING = frozenset({"cli", "params", "pools"})
+PLUMBING = frozenset({"cli", "executors", "params", "pools"})
 LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical"})
 # Libraries loaded without an import statement: pydicom's decoders are plug-ins it finds itself.
 PLUGINS = {"pydicom": ("pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pyjpegls")}

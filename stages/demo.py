@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from stages.cohort import ORACLE_FILE
 from stages.io import write_csv, write_json
 from stages.phantom import break_files, choose_ids, make_patient, population_bayes_auc, write_patient
 from stages.pools import worker_count, worker_pool
+
+if TYPE_CHECKING:
+    from stages.params import Params, Paths
 
 log = logging.getLogger("demo")
 COHORT_FILE = "demo_cohort.json"
@@ -94,12 +98,17 @@ def build_cohort(
     return summary
 
 
+def execute(params: Params, paths: Paths) -> dict:
+    """Write the demo cohort ``params.demo`` describes to ``paths.demo_dir``; returns its summary."""
+    return build_cohort(out_dir=Path(paths.demo_dir), **params.demo.model_dump())
+
+
 def main() -> None:
     """Run the stage from ``params.yaml``."""
     from stages.cli import stage
 
     with stage("demo", __doc__) as ctx:
-        summary = build_cohort(out_dir=Path(ctx.paths.demo_dir), **ctx.params.demo.model_dump())
+        summary = execute(ctx.params, ctx.paths)
     log.info(
         "wrote %d files for %d train and %d test patients; "
         "Bayes-optimal AUC %.3f (population), %.3f (this train cohort)",

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.cohort import read_oracle
+from stages.cohort import ORACLE_FILE, read_oracle
+from stages.errors import DataError
 from stages.io import write_json
 from stages.params import Params, Paths
 from stages.scoring import auc, summary_metrics
@@ -37,6 +38,9 @@ def bayes_auc(patients: pd.DataFrame, oracle: dict[str, float]) -> float | None:
     if not oracle:
         return None
     first = patients.drop_duplicates("BraTS21ID")
+    missing = sorted(set(first["BraTS21ID"]) - set(oracle))
+    if missing:
+        raise DataError(ORACLE_FILE, f"no latent score for patient {missing[0]} (is data.raw_dir the trained cohort?)")
     return auc(first["MGMT_value"].to_numpy(), np.array([oracle[pid] for pid in first["BraTS21ID"]]))
 
 

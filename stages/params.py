@@ -116,6 +116,7 @@ class TrainParams(_Section):
     shuffle_buffer: Int = Field(ge=1)
     collapse_retries: Int = Field(ge=0, le=10)
     distribute: Annotated[Literal["auto", "off", "mirrored"], OffSwitch]
+    executor: Literal["local", "ray"]  # where folds train; results-neutral
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:

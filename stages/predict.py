@@ -29,6 +29,8 @@ from stages.io import write_csv, write_json
 if TYPE_CHECKING:
     import keras
 
+    from stages.params import Params, Paths
+
 log = logging.getLogger("predict")
 # what a score is, by pooling: rank pooling gives the percentile among the validation patients
 SCORE_NAMES = {"rank": "percentile", "raw": "probability", "calibrated": "probability"}
@@ -132,6 +134,27 @@ def submission(
     return rows, fallback
 
 
+def execute(params: Params, paths: Paths, *, card: ModelCard | None = None, files: list[Path] | None = None) -> dict:
+    """Write the submission for the test patients in ``paths.patients`` with the models in
+    ``paths.models_dir`` (or ``card``/``files`` already read); returns the predict report."""
+    if card is None or files is None:
+        card, files = read_card(Path(paths.models_dir))
+    pooling = params.cv.pooling
+    rows, fallback = submission(
+        card=card, files=files, patients_csv=Path(paths.patients), cache_dir=Path(paths.cache_dir), pooling=pooling
+    )
+    write_csv(paths.submission, rows, ["BraTS21ID", "MGMT_value"])
+    report = {
+        "patients": len(rows),
+        "models": len(files),
+        "pooling": pooling,
+        "neutral_score": card.neutral_score(pooling),
+        "patients_without_slices": fallback,
+    }
+    write_json(paths.predict_report, report)
+    return report
+
+
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patient", type=Path, action="append", default=[], help="a patient folder (repeatable)")
     parser.add_argument("--patients-dir", type=Path, help="a folder of patient folders")
@@ -159,26 +182,12 @@ def main() -> None:
                 write_csv(args.csv, table, ["BraTS21ID", name, "note"])
             sys.stdout.flush()
             return
-        pooling = ctx.params.cv.pooling
-        rows, fallback = submission(
-            card=card, files=files, patients_csv=Path(paths.patients), cache_dir=Path(paths.cache_dir), pooling=pooling
-        )
-        write_csv(paths.submission, rows, ["BraTS21ID", "MGMT_value"])
-        write_json(
-            paths.predict_report,
-            {
-                "patients": len(rows),
-                "models": len(files),
-                "pooling": pooling,
-                "neutral_score": card.neutral_score(pooling),
-                "patients_without_slices": fallback,
-            },
-        )
+        report = execute(ctx.params, paths, card=card, files=files)
         log.info(
             "wrote %d predictions from %d models; %d patients without usable slices got the neutral score",
-            len(rows),
-            len(files),
-            len(fallback),
+            report["patients"],
+            report["models"],
+            len(report["patients_without_slices"]),
         )
 
 

@@ -14,6 +14,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ from stages.cache import entry_path, read_settings
 from stages.cohort import read_oracle, read_patients
 from stages.evaluate import threshold
 from stages.io import atomic_write_bytes, read_json, write_text
+
+if TYPE_CHECKING:
+    from stages.params import Params, Paths
 
 log = logging.getLogger("report")
 CSS = """
@@ -224,59 +228,71 @@ def page(*, title: str, sections: list[tuple[str, str]]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Written:
+    """What :func:`execute` wrote."""
+
+    index: Path
+    charts: int
+    montages: int
+
+
+def execute(params: Params, paths: Paths) -> Written:
+    """Write the HTML report, its charts and montages to ``paths.report_dir``."""
+    out = Path(paths.report_dir)
+    pooling = params.cv.pooling
+    metrics = read_json(Path(paths.eval_dir) / "details.json")
+    folds = read_json(Path(paths.training_log) / "folds.json")
+    curves = pd.read_csv(Path(paths.training_log) / "curves.csv")
+    patients = pd.read_csv(Path(paths.oof) / "oof_patients.csv", dtype={"BraTS21ID": str})
+    table = read_patients(paths.patients)
+    settings = read_settings(Path(paths.cache_dir))
+    pre = read_json(paths.preprocess_report)
+    montages = {
+        s: montage(Path(paths.cache_dir), table, series=s, count=params.report.montage_patients)
+        for s in settings.series
+    }
+    for s, png in montages.items():
+        atomic_write_bytes(out / f"montage_{s}.png", png)
+    training = curve_figures(curves)
+    outcome = outcome_figures(patients, pooling=pooling, oracle=read_oracle(Path(params.data.raw_dir)))
+    for fig in training + outcome:
+        atomic_write_bytes(out / f"{fig.name}.png", fig.png)
+    skipped = len(pre["problems"])
+    kept = ", ".join(f"{name} {n}" for name, n in pre["slices"].items())
+    problems = "".join(f"<li>{html.escape(p['file'])}: {html.escape(p['reason'])}</li>" for p in pre["problems"][:50])
+    setup = (
+        f"<p>Model <b>{html.escape(params.model.name)}</b> on {', '.join(params.model.series)}; "
+        f"{params.cv.folds}-fold patient-grouped CV x {params.cv.repeats} repeat(s); "
+        f"images {settings.img_size} px, "
+        f"normalisation <b>{settings.normalisation.method}</b>; early stopping {params.train.early_stopping}.</p>"
+    )
+    sections = [
+        ("Results", setup + metrics_table(metrics, pooling=pooling)),
+        ("Training", figures_html(training) + folds_table(folds)),
+        ("Out-of-fold patient predictions", figures_html(outcome)),
+        (
+            "Preprocessing",
+            f"<p>{pre['patients']['train']} training and {pre['patients']['test']} test patients; "
+            f"slices kept: {kept}; {skipped} inputs skipped:</p><ul>{problems}</ul>",
+        ),
+        (
+            "Montages",
+            f"<p>What the cache holds; the model reads {', '.join(params.model.series)}.</p>"
+            + "".join(f"<figure>{_img(png, s)}</figure>" for s, png in montages.items()),
+        ),
+    ]
+    write_text(out / "index.html", page(title="mgmt-pipeline report", sections=sections))
+    return Written(out / "index.html", charts=len(training) + len(outcome), montages=len(montages))
+
+
 def main() -> None:
     """Write the report from the outputs of the other stages."""
     from stages.cli import stage
 
     with stage("report", __doc__) as ctx:
-        params, paths = ctx.params, ctx.paths
-        out = Path(paths.report_dir)
-        pooling = params.cv.pooling
-        metrics = read_json(Path(paths.eval_dir) / "details.json")
-        folds = read_json(Path(paths.training_log) / "folds.json")
-        curves = pd.read_csv(Path(paths.training_log) / "curves.csv")
-        patients = pd.read_csv(Path(paths.oof) / "oof_patients.csv", dtype={"BraTS21ID": str})
-        table = read_patients(paths.patients)
-        settings = read_settings(Path(paths.cache_dir))
-        pre = read_json(paths.preprocess_report)
-        montages = {
-            s: montage(Path(paths.cache_dir), table, series=s, count=params.report.montage_patients)
-            for s in settings.series
-        }
-        for s, png in montages.items():
-            atomic_write_bytes(out / f"montage_{s}.png", png)
-        training = curve_figures(curves)
-        outcome = outcome_figures(patients, pooling=pooling, oracle=read_oracle(Path(params.data.raw_dir)))
-        for fig in training + outcome:
-            atomic_write_bytes(out / f"{fig.name}.png", fig.png)
-        skipped = len(pre["problems"])
-        kept = ", ".join(f"{name} {n}" for name, n in pre["slices"].items())
-        problems = "".join(
-            f"<li>{html.escape(p['file'])}: {html.escape(p['reason'])}</li>" for p in pre["problems"][:50]
-        )
-        setup = (
-            f"<p>Model <b>{html.escape(params.model.name)}</b> on {', '.join(params.model.series)}; "
-            f"{params.cv.folds}-fold patient-grouped CV x {params.cv.repeats} repeat(s); "
-            f"images {settings.img_size} px, "
-            f"normalisation <b>{settings.normalisation.method}</b>; early stopping {params.train.early_stopping}.</p>"
-        )
-        sections = [
-            ("Results", setup + metrics_table(metrics, pooling=pooling)),
-            ("Training", figures_html(training) + folds_table(folds)),
-            ("Out-of-fold patient predictions", figures_html(outcome)),
-            (
-                "Preprocessing",
-                f"<p>{pre['patients']['train']} training and {pre['patients']['test']} test patients; "
-                f"slices kept: {kept}; {skipped} inputs skipped:</p><ul>{problems}</ul>",
-            ),
-            (
-                "Montages",
-                f"<p>What the cache holds; the model reads {', '.join(params.model.series)}.</p>"
-                + "".join(f"<figure>{_img(png, s)}</figure>" for s, png in montages.items()),
-            ),
-        ]
-        write_text(out / "index.html", page(title="mgmt-pipeline report", sections=sections))
-    log.info("wrote %s (%d charts, %d montages)", out / "index.html", len(training) + len(outcome), len(montages))
+        written = execute(ctx.params, ctx.paths)
+    log.info("wrote %s (%d charts, %d montages)", written.index, written.charts, written.montages)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from stages.cv import Split, check_folds, eligible_patients, fold_data, sample_c
 from stages.errors import ParamError
 from stages.io import write_csv, write_json
 from stages.models import MODELS
-from stages.params import Params, Paths
-from stages.scoring import POOLINGS, auc, fit_calibration
+from stages.params import ModelParams, Params, Paths, TrainParams
+from stages.scoring import POOLINGS, Calibration, auc, fit_calibration
 from stages.settings import PreprocessSettings
 
 if TYPE_CHECKING:
@@ -79,6 +79,28 @@ def prepare(params: Params, paths: Paths) -> Cohort:
     )
 
 
+@dataclass(frozen=True)
+class SplitTask:
+    """Everything one split's model needs, picklable (it may train in another process or host)."""
+
+    split: Split
+    cohort: Cohort
+    model: ModelParams
+    train: TrainParams
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """What one split's training sends back: the model file, its calibration, scores and history."""
+
+    split: Split
+    model_bytes: bytes
+    calibration: Calibration
+    probs: list[np.ndarray]  # sample probabilities of each held-out patient
+    history: list[dict]
+    summary: dict
+
+
 def fold_summary(split: Split, result: FoldResult, held_out_auc: float) -> dict:
     """What ``training/folds.json`` records for one model."""
     return {
@@ -93,31 +115,55 @@ def fold_summary(split: Split, result: FoldResult, held_out_auc: float) -> dict:
     }
 
 
-def cross_validate(cohort: Cohort, params: Params, *, models_dir: Path) -> Outputs:
-    """Train, calibrate, save and score one model per split."""
+def train_split(task: SplitTask) -> SplitResult:
+    """Train, calibrate and serialise one split's model and score its held-out patients."""
+    import tempfile
+
+    import tensorflow as tf
+
     from stages import training
     from stages.data import patient_scores, predict_patients, sample_loader
-    from stages.io import atomic_write_bytes, stable_keras_bytes
+    from stages.io import stable_keras_bytes
 
-    mp, tp, cv = params.model, params.train, params.cv
+    tf.config.experimental.enable_op_determinism()
+    split, cohort, mp, tp = task.split, task.cohort, task.model, task.train
     load = sample_loader(kind=cohort.kind, series=mp.series, depth=mp.depth)
-    out = Outputs()
-    for split in splits(
-        cohort.labels, cohort.ids, folds=cv.folds, seed=cv.seed, repeats=cv.repeats, val_fraction=tp.val_fraction
-    ):
-        data = fold_data(split, files=cohort.files, labels=cohort.labels, samples=cohort.samples)
-        seed = tp.seed + split.fold + 100 * split.repeat
-        result = training.fit_fold(
-            data, load=load, mp=mp, tp=tp, img_size=cohort.settings.img_size, seed=seed, name=split.name
+    data = fold_data(split, files=cohort.files, labels=cohort.labels, samples=cohort.samples)
+    seed = tp.seed + split.fold + 100 * split.repeat
+    result = training.fit_fold(
+        data, load=load, mp=mp, tp=tp, img_size=cohort.settings.img_size, seed=seed, name=split.name
+    )
+    calibration = fit_calibration(result.val_scores, data.val_labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / f"{split.name}.keras"
+        result.model.save(saved)  # Keras stamps the time and memory addresses: made constant below
+        model_bytes = stable_keras_bytes(saved.read_bytes())
+    probs = predict_patients(result.model, [cohort.files[i] for i in split.test], load=load)
+    held_out_auc = auc(cohort.labels[split.test], patient_scores(probs))
+    return SplitResult(
+        split, model_bytes, calibration, probs, result.history, fold_summary(split, result, held_out_auc)
+    )
+
+
+def cross_validate(cohort: Cohort, params: Params, *, models_dir: Path) -> Outputs:
+    """Train, calibrate and score one model per split (on this host or a Ray cluster, per
+    ``train.executor``), then save the models; nothing is written unless every split succeeded."""
+    from stages.data import patient_scores
+    from stages.executors import run_tasks
+    from stages.io import atomic_write_bytes
+
+    tp, cv = params.train, params.cv
+    tasks = [
+        SplitTask(split, cohort, params.model, tp)
+        for split in splits(
+            cohort.labels, cohort.ids, folds=cv.folds, seed=cv.seed, repeats=cv.repeats, val_fraction=tp.val_fraction
         )
-        calibration = fit_calibration(result.val_scores, data.val_labels)
-        tmp = models_dir / f".{split.name}.partial.keras"
-        models_dir.mkdir(parents=True, exist_ok=True)
-        result.model.save(tmp)  # Keras stamps the time and memory addresses: made constant below
-        atomic_write_bytes(models_dir / f"{split.name}.keras", stable_keras_bytes(tmp.read_bytes()))
-        tmp.unlink()
-        probs = predict_patients(result.model, [cohort.files[i] for i in split.test], load=load)
-        scores = calibration.apply(patient_scores(probs))
+    ]
+    out = Outputs()
+    for r in run_tasks(train_split, tasks, names=[t.split.name for t in tasks], executor=tp.executor, log=report_split):
+        split = r.split
+        atomic_write_bytes(models_dir / f"{split.name}.keras", r.model_bytes)
+        scores = r.calibration.apply(patient_scores(r.probs))
         for j, i in enumerate(split.test):
             base = {
                 "repeat": split.repeat,
@@ -125,26 +171,30 @@ def cross_validate(cohort: Cohort, params: Params, *, models_dir: Path) -> Outpu
                 "BraTS21ID": cohort.ids[i],
                 "MGMT_value": cohort.labels[i],
             }
-            out.slices += [{**base, "sample": s, "prob": float(v)} for s, v in enumerate(probs[j])]
+            out.slices += [{**base, "sample": s, "prob": float(v)} for s, v in enumerate(r.probs[j])]
             out.patients.append({**base, **{pool: float(scores[pool][j]) for pool in POOLINGS}})
-        out.curves += [{"repeat": split.repeat, "fold": split.fold, **row} for row in result.history]
-        held_out_auc = auc(cohort.labels[split.test], scores["raw"])
-        out.folds[split.name] = fold_summary(split, result, held_out_auc)
-        out.models.append(FoldModel(f"{split.name}.keras", calibration))
-        stopped = f", stopped early (best epoch {result.best_epoch})" if result.stopped_at else ""
-        collapsed = "; COLLAPSED: constant predictions" if result.collapsed else ""
-        log.info(
-            "%s: %d fit / %d val / %d held-out patients, %d epochs%s, held-out patient AUC %.3f%s",
-            split.name,
-            len(split.fit),
-            len(split.val),
-            len(split.test),
-            result.epochs,
-            stopped,
-            held_out_auc,
-            collapsed,
-        )
+        out.curves += [{"repeat": split.repeat, "fold": split.fold, **row} for row in r.history]
+        out.folds[split.name] = r.summary
+        out.models.append(FoldModel(f"{split.name}.keras", r.calibration))
     return out
+
+
+def report_split(r: SplitResult) -> None:
+    """The stage's line for one trained model."""
+    s = r.summary
+    stopped = f", stopped early (best epoch {s['best_epoch']})" if s["stopped_at"] else ""
+    collapsed = "; COLLAPSED: constant predictions" if s["collapsed"] else ""
+    log.info(
+        "%s: %d fit / %d val / %d held-out patients, %d epochs%s, held-out patient AUC %.3f%s",
+        r.split.name,
+        s["patients"]["fit"],
+        s["patients"]["val"],
+        s["patients"]["held_out"],
+        s["epochs"],
+        stopped,
+        s["held_out_patient_auc_raw"],
+        collapsed,
+    )
 
 
 def write_outputs(out: Outputs, *, cohort: Cohort, params: Params, paths: Paths) -> None:
@@ -175,9 +225,6 @@ def execute(params: Params, paths: Paths) -> tuple[Cohort, Outputs]:
 
     cohort = prepare(params, paths)
     quiet_tensorflow()
-    import tensorflow as tf
-
-    tf.config.experimental.enable_op_determinism()
     out = cross_validate(cohort, params, models_dir=Path(paths.models_dir))
     write_outputs(out, cohort=cohort, params=params, paths=paths)
     return cohort, out

@@ -130,6 +130,9 @@ def fit_once(
     data: FoldData, *, load: SampleFn, mp: ModelParams, tp: TrainParams, img_size: int, seed: int, name: str
 ) -> FoldResult:
     """Train one model with ``seed`` (see the module docstring for stopping)."""
+    # Keras numbers layer names per process: without a reset, a model file would depend on what
+    # the process built before it (another fold, another in-process run)
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     strategy = choose_strategy(tp.distribute)
     batch = tp.batch_size * strategy.num_replicas_in_sync

@@ -16,6 +16,11 @@ from stages.demo import build_cohort
 from stages.intensity import Normalisation
 from stages.settings import PreprocessSettings
 
+# mutmut's coverage pass must not reach the stages' subprocesses, which run outside its mutants/ folder
+# (the pass keeps its own in-process copy of the setting)
+if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+    del os.environ["MUTANT_UNDER_TEST"]
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"n_train": 12, "n_test": 3, "seed": 7, "image_size": 32, "slices": 8, "signal_strength": 1.2, "prevalence": 0.5}
 IDENTIFYING = [b"DEMO^PHANTOM", b"DEMO-PID-", b"19000101", b"20000101", b"DEMO PHANTOM INSTITUTE"]

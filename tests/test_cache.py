@@ -73,6 +73,7 @@ def converted(log: str) -> int:
     return int(log.split("converted ")[1].split(" ")[0])
 
 
+@pytest.mark.slow
 def test_edits_reconvert_exactly_when_behaviour_changes(tmp_path, clean_cohort):
     from tests.conftest import write_config as config
 
@@ -121,3 +122,39 @@ def test_entries_carry_their_meta(tmp_path):
     assert read_entry_meta(tmp_path / "e.npz") == meta
     save_npz(tmp_path / "old.npz", {})  # an entry in the format before keys: rebuilt
     assert read_entry_meta(tmp_path / "old.npz") is None
+
+
+SETTING_CHANGES = {
+    "series": ("T1wCE",),
+    "orientation": "native",
+    "middle_fraction": 0.75,
+    "slice_step": 2,
+    "img_size": 24,
+    "normalisation.method": "reference",
+    "normalisation.clip_percentiles": (1.0, 99.0),
+    "normalisation.ceiling": 2.5,
+    "blank_level": 0.2,
+    "blank_min_fraction": 0.05,
+}
+
+
+def leaves(obj: object, prefix: str = "") -> list[str]:
+    from dataclasses import fields, is_dataclass
+
+    out = []
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        out += leaves(value, f"{prefix}{f.name}.") if is_dataclass(value) else [f"{prefix}{f.name}"]
+    return out
+
+
+def test_every_setting_changes_the_cache_key():
+    """Every field of the settings (the normalisation's too) is in the digest every entry's key holds."""
+    from dataclasses import replace
+
+    base = make_settings()
+    assert sorted(leaves(base)) == sorted(SETTING_CHANGES), "a new setting needs a change here"
+    for key, value in SETTING_CHANGES.items():
+        name, _, sub = key.partition(".")
+        changed = replace(base, **{name: replace(getattr(base, name), **{sub: value}) if sub else value})
+        assert changed != base and CacheConfig(changed).digest != CacheConfig(base).digest, key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from stages.errors import DataError
 from stages.evaluate import bayes_auc, evaluate, slice_auc, threshold
 
 
@@ -14,6 +15,8 @@ def test_bayes_auc_is_computed_on_exactly_the_evaluated_patients():
     assert bayes_auc(patients, oracle) == 1.0
     assert bayes_auc(patients, {**oracle, "00003": -1.0}) == 0.5
     assert bayes_auc(patients, {}) is None
+    with pytest.raises(DataError, match="no latent score for patient 00002"):
+        bayes_auc(patients, {"00001": 3.0, "00003": 2.0})
 
 
 def test_slice_auc_only_for_models_with_several_samples_per_patient():

@@ -20,6 +20,8 @@ from stages.params import load_params
 from stages.probe import cache_features, probe_auc
 from tests.conftest import ROOT, run_stage, write_config
 
+pytestmark = pytest.mark.slow  # trains models to a threshold (about 1.5 minutes)
+
 DEFAULT_DEMO = load_params(ROOT / "params.yaml").demo.model_dump()  # the default cohort, quirks and all
 STRONG = {**DEFAULT_DEMO, "n_train": 90, "n_test": 0, "seed": 5, "signal_strength": 4.0, "quirks": False}
 

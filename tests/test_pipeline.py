@@ -251,16 +251,49 @@ def test_the_readme_exp_show_recipe_fits_120_columns_with_the_changes_visible(re
     assert "patient_auc" in table[1] and "train.epochs" in table[1] and "train.seed" in table[1]
 
 
-def test_remote_push_and_pull_into_a_fresh_clone(repo, tmp_path):
-    remote = tmp_path / "remote"
-    sh("dvc", "remote", "add", "--local", "-d", "team", str(remote), cwd=repo)  # not in the tracked config
-    sh("dvc", "push", "--run-cache", cwd=repo)
-    clone = tmp_path / "clone"
-    sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
-    sh("dvc", "remote", "add", "-d", "team", str(remote), cwd=clone)
-    sh("dvc", "pull", cwd=clone)
-    assert json.loads(sh("dvc", "status", "--json", cwd=clone).stdout) == ALWAYS_STATUS
-    assert stages_run(sh("dvc", "repro", cwd=clone)) == set()
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local S3 server (moto's, from requirements-cluster.txt) on a free port of 127.0.0.1, with a
+    bucket ``team``; stopped at the end. Credentials come from the environment (dummies here)."""
+    from tests.s3 import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("s3"), bucket="team") as endpoint:
+        yield endpoint
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def add_remote(clone: Path, kind: str, where: str, *local: str) -> None:
+    """The team remote, as the README sets it up: the URL may be in git, the endpoint and keys are not."""
+    if kind == "s3":
+        sh("dvc", "remote", "add", *local, "-d", "team", "s3://team/dvc", cwd=clone)
+        sh("dvc", "remote", "modify", "--local", "team", "endpointurl", where, cwd=clone)
+    else:
+        sh("dvc", "remote", "add", *local, "-d", "team", where, cwd=clone)
+
+
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_remote_push_and_pull_into_a_fresh_clone(repo, tmp_path, kind, request, monkeypatch):
+    if kind == "s3":
+        from tests.s3 import need_cluster_requirements
+
+        need_cluster_requirements()
+        for key, value in S3_ENV.items():
+            monkeypatch.setitem(ENV, key, value)
+    where = request.getfixturevalue("s3_endpoint") if kind == "s3" else str(tmp_path / "remote")
+    add_remote(repo, kind, where, "--local")  # not in the tracked config
+    try:
+        sh("dvc", "push", "--run-cache", cwd=repo)
+        clone = tmp_path / "clone"
+        sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+        add_remote(clone, kind, where)
+        sh("dvc", "pull", cwd=clone)
+        assert json.loads(sh("dvc", "status", "--json", cwd=clone).stdout) == ALWAYS_STATUS
+        assert stages_run(sh("dvc", "repro", cwd=clone)) == set()
+        assert sh("git", "status", "--porcelain", cwd=clone).stdout.strip() in ("", "M .dvc/config")
+    finally:
+        sh("dvc", "remote", "remove", "--local", "team", cwd=repo)
 
 
 def outputs_digest(repo: Path) -> dict[str, str]:

@@ -210,6 +210,8 @@ def test_a_knob_the_method_does_not_use_converts_nothing(tmp_path, clean_cohort)
     )
     assert run(clean_cohort, tmp_path, settings=preprocess.settings_from_params(again)).converted == 0
     assert first.converted == 15  # 12 training and 3 test patients
+    used = again.model_copy(update={"blank_level": 0.2})  # a setting that counts: every entry is rebuilt
+    assert run(clean_cohort, tmp_path, settings=preprocess.settings_from_params(used)).converted == 15
 
 
 def entry_times(cache: Path) -> dict[Path, int]:
@@ -225,6 +227,7 @@ def sigint_reaches_children():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_an_interrupted_run_is_repaired_by_the_next(tmp_path, tiny_cohort, sig, sigint_reaches_children):
     """Interrupt a run with changed parameters at several points, revert them, rerun: every output

@@ -97,3 +97,48 @@ def test_a_constant_model_counts_as_collapsed(fold_data, monkeypatch):
     assert not result.collapsed
     monkeypatch.setattr(training, "COLLAPSE_SPREAD", 10.0)  # every spread is "constant"
     assert fit(fold_data, early_stopping="off", epochs=1, collapse_retries=0).collapsed
+
+
+def spy_on_augmentation(monkeypatch) -> list[np.ndarray]:
+    """Record every sample the training stream augments (and leave it unchanged)."""
+    from stages import data
+
+    seen: list[np.ndarray] = []
+
+    def spy(x, rng):
+        seen.append(np.array(x))
+        return x
+
+    monkeypatch.setattr(data, "augmented", spy)
+    return seen
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_augmentation_touches_the_fit_patients_samples_only_and_only_when_on(fold_data, monkeypatch, augment):
+    from stages.data import sample_loader
+
+    seen = spy_on_augmentation(monkeypatch)
+    fit(fold_data, early_stopping="off", epochs=2, augment=augment)
+    if not augment:
+        assert seen == []
+        return
+    load = sample_loader(kind="volume", series=["T1wCE"], depth=4)
+    fit_samples = {load(p).tobytes() for p in fold_data.fit_paths}
+    val_samples = {load(p).tobytes() for p in fold_data.val_paths}
+    assert len(seen) == 2 * len(fold_data.fit_paths), "each fit patient once per epoch"
+    assert {x.tobytes() for x in seen} == fit_samples and not fit_samples & val_samples
+
+
+def test_early_stopping_watches_the_inner_validation_patients_only(fold_data, monkeypatch):
+    """The monitored AUC is computed on the validation patients' labels and predictions alone."""
+    calls = []
+    real = training.roc_auc_score
+
+    def spy(labels, scores):
+        calls.append(np.asarray(labels).tolist())
+        return real(labels, scores)
+
+    monkeypatch.setattr(training, "roc_auc_score", spy)
+    result = fit(fold_data, early_stopping="patient_auc", patience=1, epochs=3)
+    assert len(calls) == len(result.history), "once per epoch"
+    assert all(c == fold_data.val_labels.tolist() for c in calls)

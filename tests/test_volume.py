@@ -19,9 +19,12 @@ from tests.test_dicom import scanner_file
 READERS = {"plain": PlainReader, "fast": FastReader}
 
 
-def write_volume(folder: Path, volume: np.ndarray, *, plane: str, first: int, step: int) -> None:
-    """Write ``volume[z, y, x]`` (1 mm voxels, LPS: x to the patient's left, y posterior, z superior)
-    as a series acquired in ``plane``, files in shuffled order with odd numbering."""
+def write_volume(
+    folder: Path, volume: np.ndarray, *, plane: str, first: int, step: int, spacing: tuple[float, float] = (1, 1)
+) -> None:
+    """Write ``volume[z, y, x]`` (LPS: x to the patient's left, y posterior, z superior; 1 mm apart
+    unless an axial series' ``spacing`` says otherwise: (between rows, between columns) as in DICOM's
+    PixelSpacing) as a series acquired in ``plane``, files in shuffled order with odd numbering."""
     folder.mkdir(parents=True)
     nz, ny, nx = volume.shape
     base = pydicom.dcmread(scanner_file("MR_small.dcm"))
@@ -38,7 +41,7 @@ def write_volume(folder: Path, volume: np.ndarray, *, plane: str, first: int, st
         ds.Rows, ds.Columns = images[k].shape
         ds.PixelData = images[k].astype("<u2").tobytes()
         ds.ImageOrientationPatient, ds.ImagePositionPatient = iop, ipps[k]
-        ds.PixelSpacing, ds.SliceThickness, ds.PixelRepresentation = [1, 1], 1, 0
+        ds.PixelSpacing, ds.SliceThickness, ds.PixelRepresentation = list(spacing), 1, 0
         ds.save_as(folder / f"Image-{first + rank * step}.dcm", enforce_file_format=True)
 
 
@@ -132,3 +135,40 @@ def test_missing_and_empty_series_give_empty_arrays_and_problems(tmp_path, clean
     assert [p.reason for p in problems.items] == ["series folder missing", "series folder empty"]
     arrays = load_patient(patient, settings=settings, reader=FastReader(), problems=problems)
     assert len(arrays["T1wCE"]) > 0 and arrays["T1wCE"].dtype == np.uint8 and arrays["T1wCE_z"].dtype == np.float32
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_non_square_pixels_keep_physical_proportions(tmp_path, reader):
+    """10 rows 2 mm apart by 20 columns 1 mm apart: a 20 mm square field of view. A 10 mm square
+    marker must stay square (not 5 x 10 pixels), and the field must fill the whole image."""
+    volume = np.full((3, 10, 20), 200, np.uint16)
+    volume[:, 2:7, 4:14] = 1000  # rows 2..6 (10 mm), columns 4..13 (10 mm)
+    volume[:, :, 0] = 0  # the darkest column, so that padding (the series' minimum) would show as 0
+    write_volume(tmp_path / "T1wCE", volume, plane="axial", first=1, step=1, spacing=(2.0, 1.0))
+    settings = make_settings(img_size=20, middle_fraction=1.0, blank_min_fraction=0.0)
+    series = load_series(tmp_path / "T1wCE", settings=settings, reader=READERS[reader](), problems=Problems())
+    assert series is not None and series.images.shape == (3, 20, 20)
+    image = series.images[1]
+    bright = np.argwhere(image > image.max() / 2)
+    height = bright[:, 0].max() - bright[:, 0].min() + 1
+    width = bright[:, 1].max() - bright[:, 1].min() + 1
+    assert height == width == 10
+    assert image[[0, -1], 1:].min() > 0, "no padding above or below: the field is square in millimetres"
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_blank_slices_are_dropped_wherever_they_are_and_the_kept_ones_keep_their_positions(tmp_path, reader):
+    """Slices 0, 1, 6 and 11 of 12 are blank; slice k carries a mark in column k."""
+    volume = np.zeros((12, 16, 16), np.uint16)
+    for k in range(12):
+        volume[k, 2:14, 2:14] = 300
+        volume[k, 6:10, k + 2] = 1000
+    volume[[0, 1, 6, 11]] = 0
+    write_volume(tmp_path / "T1wCE", volume, plane="axial", first=387, step=2)
+    settings = make_settings(img_size=16, middle_fraction=1.0, slice_step=1)
+    series = load_series(tmp_path / "T1wCE", settings=settings, reader=READERS[reader](), problems=Problems())
+    kept = [2, 3, 4, 5, 7, 8, 9, 10]
+    assert series is not None
+    np.testing.assert_array_equal(series.z, kept)
+    marks = [int(np.argmax(image[8])) - 2 for image in series.images]
+    assert marks == kept, "each kept image is the slice at its position"
