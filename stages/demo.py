@@ -44,6 +44,7 @@ def build_cohort(
     signal_strength: float,
     prevalence: float,
     quirks: bool,
+    anatomy: str = "phantom",
 ) -> dict:
     """Write a complete cohort into ``out_dir`` (replaced atomically) and return its summary."""
     from sklearn.metrics import roc_auc_score  # imported late: `--help` answers fast
@@ -53,7 +54,9 @@ def build_cohort(
     train_ids, test_ids = choose_ids(n_train=n_train, n_test=n_test, rng=np.random.default_rng(seed))
     specs = {
         split: [
-            make_patient(pid=pid, seed=seed, strength=signal_strength, prevalence=prevalence, quirks=quirks)
+            make_patient(
+                pid=pid, seed=seed, strength=signal_strength, prevalence=prevalence, quirks=quirks, anatomy=anatomy
+            )
             for pid in ids
         ]
         for split, ids in (("train", train_ids), ("test", test_ids))
@@ -88,6 +91,7 @@ def build_cohort(
         "positives_train": int(sum(labels)),
         "files": files,
         "signal_strength": signal_strength,
+        "anatomy": anatomy,
         "bayes_auc_population": round(population_bayes_auc(signal_strength), 6),
         "bayes_auc_train": round(float(roc_auc_score(labels, [s.score for s in specs["train"]])), 6),
         "faults": faults,

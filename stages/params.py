@@ -64,6 +64,7 @@ class DemoParams(_Section):
     signal_strength: Float = Field(ge=0, le=10)
     prevalence: Float = Field(gt=0, lt=1)
     quirks: Bool
+    anatomy: Literal["brain", "phantom"]
 
 
 class PreprocessParams(_Section):

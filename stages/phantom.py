@@ -1,11 +1,14 @@
-"""A procedural head phantom written as real MR DICOM in the challenge layout.
+"""The demo cohort's patients, written as real MR DICOM in the challenge layout.
 
-Each patient has a latent score ``f ~ N(strength * y, 1)`` where ``y`` is the MGMT label. The
-score sets the tumour's necrotic-core fraction and the brightness of its enhancing rim; every
-other property (head size, tumour size and place, oedema, scanner scaling, noise) is drawn
-independently of the label. Images therefore carry at most the information in ``f``, and the
-Bayes-optimal patient-level AUC is that of ``f`` itself: ``Phi(strength / sqrt(2))`` in the
-population, and ``roc_auc_score(y, f)`` on the patients actually written.
+Two anatomies: ``brain`` (the MNI152 template's grey matter, white matter and CSF in a scalp and
+skull shell, with a per-patient rotation, scale and shift; :mod:`stages.anatomy`) and ``phantom``
+(ellipsoids: head, brain, ventricles). Either way each patient has a latent score
+``f ~ N(strength * y, 1)`` where ``y`` is the MGMT label. The score sets the tumour's
+necrotic-core fraction and the brightness of its enhancing rim; every other property (head size
+and pose, tumour size and place, oedema, scanner scaling, noise) is drawn independently of the
+label. Images therefore carry at most the information in ``f``, and the Bayes-optimal
+patient-level AUC is that of ``f`` itself: ``Phi(strength / sqrt(2))`` in the population, and
+``roc_auc_score(y, f)`` on the patients actually written.
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ INTENSITY = {
     "T2w": (0, 350, 40, 450, 1000, 800, 650, 900),
     "FLAIR": (0, 300, 40, 450, 80, 850, 600, 300),
 }
+# brain anatomy: the head shell around the template brain (semi-axes, mm, before the patient's scale)
+BRAIN_HEAD_MM = np.array([73.0, 90.0, 74.0])
+# per series: grey matter, white matter, CSF, then the shell and lesion as in TISSUES
+# (T1: WM > GM > CSF; T2: CSF > GM > WM; FLAIR: CSF suppressed, oedema bright; T1wCE: enhancing rim)
+BRAIN_INTENSITY = {
+    "T1w": {"gm": 380, "wm": 520, "csf": 110, "scalp": 600, "skull": 60, "oedema": 330, "rim": 420, "core": 190},
+    "T1wCE": {"gm": 390, "wm": 520, "csf": 110, "scalp": 620, "skull": 60, "oedema": 340, "rim": 950, "core": 170},
+    "T2w": {"gm": 560, "wm": 420, "csf": 1000, "scalp": 350, "skull": 40, "oedema": 860, "rim": 650, "core": 960},
+    "FLAIR": {"gm": 480, "wm": 380, "csf": 70, "scalp": 300, "skull": 40, "oedema": 880, "rim": 620, "core": 280},
+}
 # (row direction, column direction) for each acquisition plane, in LPS
 PLANES = {
     "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
@@ -59,6 +72,7 @@ class SeriesSpec:
     slope: float = 1.0
     intercept: float = 0.0
     scale: float = 1.0
+    slices_factor: float = 1.0  # slices of this series relative to the cohort's setting
 
 
 @dataclass
@@ -76,6 +90,11 @@ class PatientSpec:
     oedema_ratio: float
     bias: np.ndarray
     series: dict[str, SeriesSpec] = field(default_factory=dict)
+    anatomy: str = "phantom"
+    rotation: np.ndarray = field(default_factory=lambda: np.eye(3))  # brain: patient <- template
+    brain_scale: float = 1.0
+    shift: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    tumour_axes: np.ndarray = field(default_factory=lambda: np.ones(3))
 
 
 def population_bayes_auc(strength: float) -> float:
@@ -92,7 +111,9 @@ def choose_ids(*, n_train: int, n_test: int, rng: np.random.Generator) -> tuple[
     return train, test
 
 
-def make_patient(*, pid: str, seed: int, strength: float, prevalence: float, quirks: bool) -> PatientSpec:
+def make_patient(
+    *, pid: str, seed: int, strength: float, prevalence: float, quirks: bool, anatomy: str = "phantom"
+) -> PatientSpec:
     """Draw one patient from its own seeded stream (independent of cohort size)."""
     rng = np.random.default_rng([seed, int(pid)])
     label = int(rng.random() < prevalence)
@@ -122,7 +143,36 @@ def make_patient(*, pid: str, seed: int, strength: float, prevalence: float, qui
             if rng.random() < 0.2:
                 s.slope, s.intercept = 2.0, -1024.0
         spec.series[name] = s
+    if anatomy == "brain":  # drawn after everything else: the phantom's patients stay as they were
+        place_brain(spec, np.random.default_rng([seed, int(pid), 2]), quirks=quirks)
     return spec
+
+
+def rotation(angles_deg: np.ndarray) -> np.ndarray:
+    """Rotation matrix about x, then y, then z."""
+    a, b, c = np.radians(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def place_brain(spec: PatientSpec, rng: np.random.Generator, *, quirks: bool) -> None:
+    """Brain anatomy: pose of the template in the head, a tumour in deep white matter, slice counts."""
+    from stages.anatomy import atlas
+
+    spec.anatomy = "brain"
+    spec.rotation = rotation(rng.uniform(-8.0, 8.0, size=3))
+    spec.brain_scale = 0.9 * spec.head_scale
+    spec.shift = rng.uniform(-4.0, 4.0, size=3)
+    white = atlas().white_matter
+    start = white[int(rng.integers(len(white)))]  # any lobe, either hemisphere
+    spec.tumour_centre = spec.brain_scale * spec.rotation @ start + spec.shift
+    spec.tumour_radius = float(rng.uniform(9.0, 20.0))
+    spec.tumour_axes = rng.uniform(0.8, 1.25, size=3)
+    if quirks:  # slice counts (and so thicknesses) differ between a patient's series
+        for s in spec.series.values():
+            s.slices_factor = float(rng.choice([0.75, 1.0, 1.0, 1.25, 1.5]))
 
 
 def tissue_map(spec: PatientSpec, points: np.ndarray) -> np.ndarray:
@@ -144,22 +194,57 @@ def tissue_map(spec: PatientSpec, points: np.ndarray) -> np.ndarray:
     return t
 
 
+def lesion_distance(spec: PatientSpec, points: np.ndarray) -> np.ndarray:
+    """Distance from the tumour's centre in units of its radius (an ellipsoid for brain anatomy)."""
+    offset = points - spec.tumour_centre
+    if spec.anatomy == "brain":
+        offset = (offset @ spec.rotation) / spec.tumour_axes
+    return np.sqrt(np.sum(offset**2, axis=-1)) / spec.tumour_radius
+
+
+def brain_signal(spec: PatientSpec, series: str, points: np.ndarray) -> np.ndarray:
+    """Noise-free intensity of ``series`` with brain anatomy: partial-volume tissue mixture in a
+    scalp and skull shell, the lesion (oedema, enhancing rim, necrotic core) within the brain."""
+    from stages.anatomy import tissue_probabilities
+
+    v = BRAIN_INTENSITY[series]
+    template = ((points - spec.shift) @ spec.rotation) / spec.brain_scale
+    probs = tissue_probabilities(template)
+    inside = probs.sum(axis=-1)
+    r_head = np.sqrt(np.sum((points / (BRAIN_HEAD_MM * spec.head_scale)) ** 2, axis=-1))
+    shell = np.select([r_head < 0.90, r_head < 0.96, r_head < 1.0], [v["csf"], v["skull"], v["scalp"]], 0.0)
+    img = (1.0 - np.clip(inside, 0, 1)) * shell
+    img += probs[..., 0] * v["gm"] + probs[..., 1] * v["wm"] + probs[..., 2] * v["csf"]
+    d = lesion_distance(spec, points)
+    tissue = (probs[..., 0] + probs[..., 1]) > 0.3
+    rim = v["rim"] * (spec.rim_boost if series == "T1wCE" else 1.0)
+    for region, value in ((d < spec.oedema_ratio, v["oedema"]), (d < 1.0, rim), (d < spec.core_ratio, v["core"])):
+        img = np.where(tissue & region, value, img)
+    return img.astype(np.float32)
+
+
 def render(spec: PatientSpec, series: str, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Signal intensity of ``series`` at ``points`` with bias field and noise (float32)."""
-    values = np.array(INTENSITY[series], dtype=np.float32)
-    if series == "T1wCE":
-        values[TISSUES.index("rim")] *= spec.rim_boost
-    img = values[tissue_map(spec, points)]
+    if spec.anatomy == "brain":
+        img = brain_signal(spec, series, points)
+    else:
+        values = np.array(INTENSITY[series], dtype=np.float32)
+        if series == "T1wCE":
+            values[TISSUES.index("rim")] *= spec.rim_boost
+        img = values[tissue_map(spec, points)]
     img *= 1.0 + points @ spec.bias
     img += rng.normal(0.0, 18.0, size=img.shape) * (img > 0)
     return np.clip(img * spec.series[series].scale, 0, None).astype(np.float32)
 
 
-def slice_grid(*, plane: str, n_slices: int, size: int) -> tuple[np.ndarray, list[np.ndarray], float]:
-    """Pixel centres ``(n, size, size, 3)``, the IPP of each slice and the slice gap."""
+def slice_grid(
+    *, plane: str, n_slices: int, size: int, head: np.ndarray = HEAD_MM
+) -> tuple[np.ndarray, list[np.ndarray], float]:
+    """Pixel centres ``(n, size, size, 3)``, the IPP of each slice and the slice gap; the stack
+    spans the head (semi-axes ``head``) with a margin."""
     row_dir, col_dir = (np.array(d) for d in PLANES[plane])
     normal = np.cross(row_dir, col_dir)
-    extent = float(np.abs(normal) @ (HEAD_MM * 1.2))
+    extent = float(np.abs(normal) @ (head * 1.2))
     offsets = np.linspace(-extent, extent, n_slices)
     spacing = FOV_MM / size
     ij = (np.arange(size) - (size - 1) / 2.0) * spacing
@@ -225,11 +310,13 @@ def write_patient(*, folder: Path, spec: PatientSpec, n_slices: int, size: int, 
     count = 0
     for series in SERIES:
         s = spec.series[series]
-        points, ipps, gap = slice_grid(plane=s.plane, n_slices=n_slices, size=size)
+        n = max(4, round(n_slices * s.slices_factor))
+        head = BRAIN_HEAD_MM if spec.anatomy == "brain" else HEAD_MM
+        points, ipps, gap = slice_grid(plane=s.plane, n_slices=n, size=size, head=head)
         images = render(spec, series, points, rng)
         series_dir = folder / series
         series_dir.mkdir(parents=True, exist_ok=True)
-        order = range(n_slices - 1, -1, -1) if s.descending else range(n_slices)
+        order = range(n - 1, -1, -1) if s.descending else range(n)
         for rank, k in enumerate(order):
             number = s.first_number + rank * s.number_step
             ds = dicom_dataset(

@@ -119,7 +119,12 @@ def outcome_figures(patients: pd.DataFrame, *, pooling: str, oracle: dict[str, f
         ax.text(j, i, str(n), ha="center", va="center", color="white" if n > cm.max() / 2 else "black", fontsize=14)
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["0", "1"], yticklabels=["0", "1"])
     ax.set(xlabel="predicted MGMT", ylabel="actual MGMT", title=f"Confusion matrix at {pooling} score >= {cut:.2f}")
-    caption = f"Confusion matrix: patients called positive at a {pooling} score of at least {cut:.2f} (the prevalence)"
+    why = (
+        f"the top {y.mean():.0%} of ranks, the prevalence"
+        if pooling == "rank"
+        else f"a probability at the prevalence, {y.mean():.2f}"
+    )
+    caption = f"Confusion matrix: patients called positive at a {pooling} score of at least {cut:.2f} ({why})"
     figures.append(Figure("confusion", caption, _png(fig)))
     return figures
 

@@ -66,6 +66,7 @@ ALTERNATIVES: dict[str, Change] = {
     "demo.signal_strength": Change(0.3),
     "demo.prevalence": Change(0.3),
     "demo.quirks": Change(False),
+    "demo.anatomy": Change("brain"),
     "preprocess.series": Change(("FLAIR", "T1wCE")),
     "preprocess.exclude": Change("<one more patient>"),
     "preprocess.orientation": Change("native"),
