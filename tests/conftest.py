@@ -26,6 +26,31 @@ TINY = {"n_train": 12, "n_test": 3, "seed": 7, "image_size": 32, "slices": 8, "s
 IDENTIFYING = [b"DEMO^PHANTOM", b"DEMO-PID-", b"19000101", b"20000101", b"DEMO PHANTOM INSTITUTE"]
 
 
+GUARDED = ("dvc.yaml", "dvc.lock", "params.yaml", "paths.yaml")
+
+
+def _guarded() -> dict[str, bytes | None]:
+    return {name: (ROOT / name).read_bytes() if (ROOT / name).exists() else None for name in GUARDED}
+
+
+PRISTINE = _guarded()  # as the session found them
+
+
+@pytest.fixture(autouse=True)
+def _repository_files_untouched():
+    """No test (or fixture) may write the repository's pipeline files (dvclive, for one, adds its
+    plots to dvc.yaml unless told not to); the test that finds them changed fails, and they are put
+    back for the next one."""
+    yield
+    changed = [name for name, data in _guarded().items() if data != PRISTINE[name]]
+    for name in changed:
+        if PRISTINE[name] is None:
+            (ROOT / name).unlink()
+        else:
+            (ROOT / name).write_bytes(PRISTINE[name])
+    assert not changed, f"the repository's {', '.join(changed)} changed during this test or its fixtures"
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """Content hash of every file under ``root`` by relative path."""
     return {
