@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from stages import train, training
@@ -45,6 +46,7 @@ def test_stderr_holds_one_line_per_fold_and_no_tensorflow_noise(trained_run):
         assert word not in proc.stderr, word
 
 
+@pytest.mark.slow  # retrains: CI's slow run
 def test_models_are_byte_identical_when_trained_again(trained_run, tmp_path):
     folder, env, _ = trained_run
     before = tree_digest(folder / "models")

@@ -77,6 +77,7 @@ def test_without_early_stopping_training_runs_exactly_epochs(fold_data):
     assert {"loss", "val_loss", "val_patient_auc"} <= set(result.history[0])
 
 
+@pytest.mark.slow  # retrains: CI's slow run
 def test_a_collapsed_model_is_retried_with_another_seed_and_reported(fold_data, monkeypatch):
     seeds = []
     real = training.fit_once
@@ -92,6 +93,7 @@ def test_a_collapsed_model_is_retried_with_another_seed_and_reported(fold_data, 
     assert seeds == [3, 1003, 2003] and result.collapsed and result.attempts == 3
 
 
+@pytest.mark.slow  # retrains: CI's slow run
 def test_a_constant_model_counts_as_collapsed(fold_data, monkeypatch):
     result = fit(fold_data, early_stopping="off", epochs=1, learning_rate=1e-9, collapse_retries=0)
     assert not result.collapsed

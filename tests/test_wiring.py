@@ -268,6 +268,7 @@ CHEAP = [(s, k) for s in STAGES if s != "train" for k in sorted(set(ALTERNATIVES
 TRAINING = [("train", k) for k in sorted(set(ALTERNATIVES) & set(declared("train")))]
 
 
+@pytest.mark.slow
 def test_rerunning_a_stage_unchanged_reproduces_its_outputs(run, tmp_path):
     """The control for the test below: with nothing changed, a rerun writes the same bytes."""
     for stage in ("demo", "preprocess", "train", "evaluate", "report"):
@@ -277,6 +278,7 @@ def test_rerunning_a_stage_unchanged_reproduces_its_outputs(run, tmp_path):
         ), stage
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stage", "key"), CHEAP)
 def test_every_declared_key_changes_the_stages_outputs(run, tmp_path, stage, key):
     before, after = changed_run(run, stage, key, tmp_path)
