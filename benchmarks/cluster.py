@@ -75,16 +75,10 @@ def dvc_round_trip(files: int) -> None:
 def ray_overhead(tasks: int = 20) -> None:
     import ray
 
-    from stages.executors import PACKAGE_DIR, call, worker_environment
+    from stages.executors import call, start_ray
 
     start = time.perf_counter()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        runtime_env={"env_vars": worker_environment(), "py_modules": [str(PACKAGE_DIR)]},
-    )
+    start_ray(num_cpus=2)
     remote = ray.remote(num_cpus=2)(call)
     ray.get(remote.remote(abs, 0))  # a worker started, the package shipped
     first = time.perf_counter() - start

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
+from stages.codehash import PACKAGE_DIR
 from stages.errors import DataError
 from stages.numerics import PORTABLE, SWITCH, THREADS
 
@@ -24,7 +24,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 EXECUTORS = ("local", "ray")
-PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def run_tasks(
@@ -54,24 +53,33 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def ray_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, names: Sequence[str], log: Callable[[R], None]) -> list[R]:
-    """:func:`run_tasks` on Ray: the cluster at ``$RAY_ADDRESS``, else a local one on this host's cores."""
+def start_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster at ``$RAY_ADDRESS``, else start a local one with ``num_cpus`` (default: this
+    host's cores); its workers get this process's pinned environment and the ``stages`` package."""
     import ray
-    from ray.exceptions import RayError
 
-    from stages.cli import progress
     from stages.pools import worker_count
 
     address = os.environ.get("RAY_ADDRESS") or None
     ray.init(
         address=address,
-        num_cpus=None if address else max(THREADS, worker_count(0)),
+        num_cpus=None if address else num_cpus or max(THREADS, worker_count(0)),
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,
         configure_logging=True,
         runtime_env={"env_vars": worker_environment(), "py_modules": [str(PACKAGE_DIR)]},
     )
+
+
+def ray_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, names: Sequence[str], log: Callable[[R], None]) -> list[R]:
+    """:func:`run_tasks` on Ray: the cluster at ``$RAY_ADDRESS``, else a local one on this host's cores."""
+    import ray
+    from ray.exceptions import RayError
+
+    from stages.cli import progress
+
+    start_ray()
     try:
         remote = ray.remote(num_cpus=THREADS, max_retries=0)(call)
         refs = [remote.remote(fn, task) for task in tasks]
