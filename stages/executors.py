@@ -31,8 +31,8 @@ def run_tasks(
 ) -> list[R]:
     """``[fn(t) for t in tasks]`` on ``executor``; ``log`` sees each result in order as it is ready.
 
-    A task that fails or whose worker dies stops the run with one line naming it (the other tasks
-    are cancelled), so nothing downstream sees a partial set of results.
+    A task that fails or whose worker dies stops the run with one line naming it, so nothing
+    downstream sees a partial set of results.
     """
     if executor == "local":
         results = []
@@ -89,8 +89,9 @@ def ray_tasks(fn: Callable[[T], R], tasks: Sequence[T], *, names: Sequence[str],
                 try:
                     results.append(ray.get(ref))
                 except RayError as err:
-                    for other in refs:
-                        ray.cancel(other, force=True)
+                    # no ray.cancel of the others: cancelling a task as it completes aborts the
+                    # driver (Ray 2.60, "Tried to complete task that was not pending"); shutdown
+                    # stops a local cluster's workers, a remote cluster's finish and are discarded
                     raise DataError(name, f"failed on the Ray cluster: {first_line(err)}") from None
                 log(results[-1])
                 bar.update()
