@@ -1,0 +1,106 @@
+"""Run mutmut on a copy of the committed tree outside this repository and print the kill rates.
+
+mutmut writes a ``mutants/`` folder beside the code it mutates and runs the tests there. Inside
+this repository a mutant can reach git (dvclive stages files) or the pipeline files, so the run
+happens in an exported copy of ``HEAD``; uncommitted changes are not mutated.
+
+    python scripts/mutation.py                      # the whole run, about 35 minutes on 2 cores
+    python scripts/mutation.py --report-only        # the table of the last run
+    python scripts/mutation.py stages.scoring.x_bootstrap_auc__mutmut_1   # rerun named mutants
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKDIR = Path(tempfile.gettempdir()) / "mgmt-pipeline-mutation"
+RESULT = re.compile(r"^\s*stages\.(?P<module>\w+)\.(?P<mutant>\S+__mutmut_\d+): (?P<status>.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One mutant's module, name and mutmut status (killed, survived, no tests, timeout...)."""
+
+    module: str
+    mutant: str
+    status: str
+
+
+def export_head(*, workdir: Path) -> None:
+    """Replace ``workdir`` with the committed tree of this repository (``git archive HEAD``)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive, check=True)
+
+
+def parse_results(text: str) -> list[Outcome]:
+    """The outcomes listed by ``mutmut results --all true``."""
+    return [Outcome(**m.groupdict()) for m in map(RESULT.match, text.splitlines()) if m]
+
+
+def kill_table(outcomes: list[Outcome]) -> str:
+    """A Markdown table of mutants, killed, survived, unreached and kill rate per module."""
+    by_module: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for outcome in outcomes:
+        by_module[outcome.module][outcome.status] += 1
+    by_module["**all**"] = sum(by_module.values(), collections.Counter())
+    rows = [
+        "| module | mutants | killed | survived | timeout | no test reaches it | killed of reached |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for module, counts in by_module.items():
+        total = sum(counts.values())
+        reached = total - counts["no tests"]
+        rate = f"{counts['killed'] / reached:.1%}" if reached else "-"
+        rows.append(
+            f"| {module} | {total} | {counts['killed']} | {counts['survived']} | {counts['timeout']}"
+            f" | {counts['no tests']} | {rate} |"
+        )
+    return "\n".join(rows)
+
+
+def run_mutmut(*, workdir: Path, mutants: list[str], log: Path) -> float:
+    """Run ``mutmut run`` in ``workdir`` (its spinner goes to ``log``); return the seconds taken."""
+    start = time.monotonic()
+    with log.open("w") as out:
+        subprocess.run(["mutmut", "run", *mutants], cwd=workdir, stdout=out, stderr=subprocess.STDOUT, check=False)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mutants", nargs="*", help="rerun only these mutants of the last run")
+    parser.add_argument("--workdir", type=Path, default=WORKDIR, help=f"where the copy lives (default {WORKDIR})")
+    parser.add_argument("--report-only", action="store_true", help="print the last run's table, run nothing")
+    args = parser.parse_args()
+    if not args.report_only:
+        if not args.mutants:
+            export_head(workdir=args.workdir)
+        seconds = run_mutmut(workdir=args.workdir, mutants=args.mutants, log=args.workdir / "mutmut.log")
+        print(f"mutmut ran {seconds / 60:.1f} min in {args.workdir} (log: {args.workdir / 'mutmut.log'})")
+    listing = subprocess.run(
+        ["mutmut", "results", "--all", "true"], cwd=args.workdir, capture_output=True, text=True, check=True
+    ).stdout
+    outcomes = parse_results(listing)
+    if not outcomes:
+        sys.exit(f"mutation: no results in {args.workdir}")
+    print(kill_table(outcomes))
+    print("\nNot killed (reached by a test):")
+    for outcome in outcomes:
+        if outcome.status not in {"killed", "no tests"}:
+            print(f"- {outcome.status}: stages.{outcome.module}.{outcome.mutant}")
+
+
+if __name__ == "__main__":
+    main()
