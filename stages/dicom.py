@@ -56,7 +56,7 @@ class SliceHeader:
     spacing: tuple[float, float]  # (between rows, between columns) in mm
     shape: tuple[int, int]  # (Rows, Columns)
     thickness: float
-    geometry_known: bool
+    geometry_known: bool  # orientation and position read from the file, not assumed
 
 
 @dataclass(frozen=True)
@@ -201,15 +201,19 @@ def headers_from_dataset(
 
     positions: list[Vector] = []
     known = iop is not None
+    origin = numbers(ds, IPP)
+    # without per-frame positions, frame k lies k slice thicknesses from the file's position
+    ox, oy, oz = _floats(origin, 3, "ImagePositionPatient", path) if origin else (0.0, 0.0, 0.0)
     for k in range(frames):
         ipp = None
         if k < len(per_frame):
             ipp = _first(per_frame[k], "PlanePositionSequence", "ImagePositionPatient")
         if ipp is None and frames == 1:
-            ipp = numbers(ds, IPP)
+            ipp = origin
         if ipp is None:
             known = False
-            positions.append((normal[0] * thickness * k, normal[1] * thickness * k, normal[2] * thickness * k))
+            step = thickness * k
+            positions.append((ox + normal[0] * step, oy + normal[1] * step, oz + normal[2] * step))
         else:
             x, y, z = _floats(ipp, 3, "ImagePositionPatient", path)
             positions.append((x, y, z))

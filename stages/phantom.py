@@ -56,6 +56,8 @@ PLANES = {
     "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
     "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
 }
+# brain anatomy: the share of series acquired in an oblique plane and their largest tilt per axis
+OBLIQUE_SHARE, OBLIQUE_MAX_DEG = 0.1, 20.0
 ENCODINGS = {"rle": RLELossless, "jpegls": JPEGLSLossless}
 
 
@@ -73,6 +75,15 @@ class SeriesSpec:
     intercept: float = 0.0
     scale: float = 1.0
     slices_factor: float = 1.0  # slices of this series relative to the cohort's setting
+    tilt_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)  # an oblique plane: turned about x, y, z
+
+    def directions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column directions (LPS) of the acquisition plane, turned by ``tilt_deg``."""
+        row_dir, col_dir = (np.array(d) for d in PLANES[self.plane])
+        if any(self.tilt_deg):  # untilted planes keep their exact cosines (and so their files)
+            turn = rotation(np.array(self.tilt_deg))
+            row_dir, col_dir = turn @ row_dir, turn @ col_dir
+        return row_dir, col_dir
 
 
 @dataclass
@@ -170,9 +181,12 @@ def place_brain(spec: PatientSpec, rng: np.random.Generator, *, quirks: bool) ->
     spec.tumour_centre = spec.brain_scale * spec.rotation @ start + spec.shift
     spec.tumour_radius = float(rng.uniform(9.0, 20.0))
     spec.tumour_axes = rng.uniform(0.8, 1.25, size=3)
-    if quirks:  # slice counts (and so thicknesses) differ between a patient's series
+    if quirks:  # slice counts (and so thicknesses) differ between a patient's series; a few are oblique
         for s in spec.series.values():
             s.slices_factor = float(rng.choice([0.75, 1.0, 1.0, 1.25, 1.5]))
+        for s in spec.series.values():
+            if rng.random() < OBLIQUE_SHARE:
+                s.tilt_deg = tuple(float(a) for a in rng.uniform(-OBLIQUE_MAX_DEG, OBLIQUE_MAX_DEG, size=3))
 
 
 def tissue_map(spec: PatientSpec, points: np.ndarray) -> np.ndarray:
@@ -238,11 +252,11 @@ def render(spec: PatientSpec, series: str, points: np.ndarray, rng: np.random.Ge
 
 
 def slice_grid(
-    *, plane: str, n_slices: int, size: int, head: np.ndarray = HEAD_MM
+    *, directions: tuple[np.ndarray, np.ndarray], n_slices: int, size: int, head: np.ndarray = HEAD_MM
 ) -> tuple[np.ndarray, list[np.ndarray], float]:
-    """Pixel centres ``(n, size, size, 3)``, the IPP of each slice and the slice gap; the stack
-    spans the head (semi-axes ``head``) with a margin."""
-    row_dir, col_dir = (np.array(d) for d in PLANES[plane])
+    """Pixel centres ``(n, size, size, 3)``, the IPP of each slice and the slice gap for a plane of
+    ``directions`` (row, column); the stack spans the head (semi-axes ``head``) with a margin."""
+    row_dir, col_dir = directions
     normal = np.cross(row_dir, col_dir)
     extent = float(np.abs(normal) @ (head * 1.2))
     offsets = np.linspace(-extent, extent, n_slices)
@@ -280,7 +294,7 @@ def dicom_dataset(
     ds.SeriesNumber = SERIES.index(series) + 1
     ds.InstanceNumber = number
     ds.ImagePositionPatient = [round(float(v), 4) for v in ipp]
-    ds.ImageOrientationPatient = [float(v) for d in PLANES[s.plane] for v in d]
+    ds.ImageOrientationPatient = [round(float(v), 6) for d in s.directions() for v in d]
     ds.PixelSpacing = [FOV_MM / pixels.shape[0], FOV_MM / pixels.shape[1]]
     ds.SliceThickness = round(gap, 4)
     ds.SpacingBetweenSlices = round(gap, 4)
@@ -312,7 +326,7 @@ def write_patient(*, folder: Path, spec: PatientSpec, n_slices: int, size: int, 
         s = spec.series[series]
         n = max(4, round(n_slices * s.slices_factor))
         head = BRAIN_HEAD_MM if spec.anatomy == "brain" else HEAD_MM
-        points, ipps, gap = slice_grid(plane=s.plane, n_slices=n, size=size, head=head)
+        points, ipps, gap = slice_grid(directions=s.directions(), n_slices=n, size=size, head=head)
         images = render(spec, series, points, rng)
         series_dir = folder / series
         series_dir.mkdir(parents=True, exist_ok=True)

@@ -96,13 +96,17 @@ def plan_series(headers: list[SliceHeader], *, orientation: str, middle_fraction
     if orientation == "native":
         z = proj[source]
     else:
+        # each kept slice is labelled by its centre's coordinate along the target axis: the corner
+        # differs from the centre by tens of mm when an oblique series is mapped to another plane
         lps_axis, sign = ORIENTATIONS[orientation][0]
+        dirs = (first.normal, first.col_dir, first.row_dir)  # of the source axes [slice, row, col]
+        extent = (len(headers), *first.shape)
+        to_centre = sum(dirs[a][lps_axis] * spacing[a] * (extent[a] - 1) / 2 for a in range(3) if a != perm[0])
         if perm[0] == 0:  # the slice axis stays: each kept slice is a source frame
-            z = np.array([headers[k].position[lps_axis] for k in source]) * sign
-        else:  # a reformatted stack: positions along the target axis from the first frame's corner
-            direction = (first.normal, first.col_dir, first.row_dir)[perm[0]]
-            step_mm = direction[lps_axis] * spacing[perm[0]]
-            z = (first.position[lps_axis] + source * step_mm) * sign
+            z = (np.array([headers[k].position[lps_axis] for k in source]) + to_centre) * sign
+        else:  # a reformatted stack: one source index along the target axis per slice
+            step_mm = dirs[perm[0]][lps_axis] * spacing[perm[0]]
+            z = (first.position[lps_axis] + source * step_mm + to_centre) * sign
     decode = tuple(range(len(headers))) if perm[0] != 0 else tuple(int(k) for k in source)
     return SlicePlan(
         headers=tuple(headers),

@@ -57,6 +57,12 @@ def shrink(image: np.ndarray, *, spacing: tuple[float, float], size: int) -> np.
     return cv2.resize(np.asarray(image, np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
 
 
+ASSUMED_GEOMETRY = (
+    "slice geometry assumed: ImageOrientationPatient or a per-frame ImagePositionPatient is missing,"
+    " so slices are taken as axial or evenly spaced by the slice thickness"
+)
+
+
 def pad_square(image: np.ndarray, *, size: int, fill: float) -> np.ndarray:
     """Centre ``image`` on a ``size`` x ``size`` canvas of ``fill``."""
     rows, cols = image.shape
@@ -168,6 +174,8 @@ def load_series(series_dir: Path, *, settings: PreprocessSettings, reader: Reade
     if not headers:
         problems.add(series_dir, "no readable DICOM slices")
         return None
+    if not all(h.geometry_known for h in headers):
+        problems.add(series_dir, ASSUMED_GEOMETRY)
     try:
         plan = plan_series(
             headers,

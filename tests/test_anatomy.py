@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from stages.anatomy import atlas, tissue_probabilities
+from stages.challenge import SERIES
 from stages.dicom_fast import FastReader
 from stages.errors import Problems
 from stages.phantom import BRAIN_INTENSITY, brain_signal, make_patient, write_patient
@@ -65,22 +68,56 @@ def test_the_lesion_shows_in_every_sequence_and_the_label_score_changes_it():
     assert brain_signal(high, "T1wCE", rim[None])[0] > brain_signal(low, "T1wCE", rim[None])[0] > 700
 
 
-@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
-def test_a_lesion_in_the_left_hemisphere_is_on_the_images_right_after_preprocessing(tmp_path, plane):
-    """Checked on the preprocessed images against where the lesion was put in the body, without
-    trusting the writer's geometry: the template is symmetric, so only the lesion makes the halves
-    differ, and radiological display puts the patient's left on the image's right."""
+def preprocessed_with_lesion_at(folder: Path, *, x_mm: float, plane: str, tilt: tuple[float, float, float]) -> dict:
+    """One brain patient, symmetric but for a lesion at ``x_mm`` (LPS: +x is the patient's left)."""
     spec = make_patient(pid="00042", seed=1, strength=0.0, prevalence=0.5, quirks=False, anatomy="brain")
-    spec.rotation, spec.shift, spec.bias = np.eye(3), np.zeros(3), np.zeros(3)  # symmetric but for the lesion
-    spec.tumour_centre, spec.tumour_radius = np.array([35.0, 0.0, 15.0]), 14.0  # LPS: +x is the left
+    spec.rotation, spec.shift, spec.bias = np.eye(3), np.zeros(3), np.zeros(3)
+    spec.tumour_centre, spec.tumour_radius = np.array([x_mm, 0.0, 15.0]), 14.0
     for s in spec.series.values():
-        s.plane, s.scale = plane, 1.0
-    write_patient(folder=tmp_path / "00042", spec=spec, n_slices=40, size=64, seed=0)
+        s.plane, s.scale, s.tilt_deg = plane, 1.0, tilt
+    write_patient(folder=folder / "00042", spec=spec, n_slices=40, size=64, seed=0)
     settings = make_settings(img_size=32, middle_fraction=1.0, blank_min_fraction=0.0)
-    arrays = load_patient(tmp_path / "00042", settings=settings, reader=FastReader(), problems=Problems())
-    for series in ("T2w", "FLAIR"):  # oedema and core: brighter than the brain around them
-        images = arrays[series].astype(float)
-        left_of_image, right_of_image = images[:, :, :16].sum(), images[:, :, 16:].sum()
-        assert right_of_image > 1.02 * left_of_image, (series, right_of_image / left_of_image)
-    brightest = arrays["T1wCE"] == arrays["T1wCE"].max()  # the scalp on both sides, the enhancing rim
-    assert brightest[:, :, 16:].sum() > 1.2 * brightest[:, :, :16].sum()
+    problems = Problems()
+    arrays = load_patient(folder / "00042", settings=settings, reader=FastReader(), problems=problems)
+    assert problems.items == []
+    return arrays
+
+
+@pytest.mark.parametrize(
+    ("plane", "tilt"),
+    [
+        ("axial", (0, 0, 0)),
+        ("coronal", (0, 0, 0)),
+        ("sagittal", (0, 0, 0)),
+        ("axial", (15, -10, 12)),
+        ("coronal", (10, -15, 5)),
+        ("sagittal", (-12, 18, 8)),
+    ],
+)
+def test_a_lesion_in_the_left_hemisphere_is_on_the_images_right_after_preprocessing(tmp_path, plane, tilt):
+    """Checked on the preprocessed images against where the lesion was put in the body, without
+    trusting the writer's geometry: the same patient with the lesion mirrored to the right
+    hemisphere cancels everything but the lesion (an oblique plane included), and radiological
+    display puts the patient's left on the image's right. The lesion is bright on T2w and FLAIR
+    (oedema) and dark on T1w and T1wCE (oedema, necrotic core)."""
+    left = preprocessed_with_lesion_at(tmp_path / "left", x_mm=35.0, plane=plane, tilt=tilt)
+    right = preprocessed_with_lesion_at(tmp_path / "right", x_mm=-35.0, plane=plane, tilt=tilt)
+
+    def image_right_over_left(images: np.ndarray) -> float:
+        half = images.shape[2] // 2
+        return float(images[:, :, half:].astype(float).sum() / images[:, :, :half].astype(float).sum())
+
+    shift = {s: image_right_over_left(left[s]) / image_right_over_left(right[s]) for s in SERIES}
+    assert shift["T2w"] > 1.03 and shift["FLAIR"] > 1.03, shift
+    assert shift["T1w"] < 0.99 and shift["T1wCE"] < 0.99, shift
+
+
+def test_a_few_brain_series_are_oblique_and_still_preprocessed():
+    draw = {"seed": 3, "strength": 1.0, "prevalence": 0.5, "quirks": True}
+    specs = [make_patient(pid=f"{i:05d}", anatomy="brain", **draw) for i in range(60)]
+    tilts = [s.tilt_deg for spec in specs for s in spec.series.values()]
+    oblique = [t for t in tilts if any(t)]
+    assert 0.04 < len(oblique) / len(tilts) < 0.2
+    assert max(abs(a) for t in oblique for a in t) > 10, "tilted enough to matter"
+    phantoms = [make_patient(pid=spec.pid, **draw) for spec in specs]
+    assert not any(any(s.tilt_deg) for spec in phantoms for s in spec.series.values()), "the phantom stays square"
