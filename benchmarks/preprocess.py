@@ -1,6 +1,6 @@
 """Preprocessing speed at equal work against real peers, and the read floor.
 
-    python benchmarks/preprocess.py [--cohort demo|realsize|realsize-x4|both] [--repeats 3] [--kinds ...]
+    python benchmarks/preprocess.py [--cohort demo|realsize|realsize-brain|realsize-x4|all] [--repeats 3] [--kinds ...]
     pip install -r benchmarks/requirements.txt   # SimpleITK, for the peer
 
 Cohorts (written once into benchmarks/out/, by the project's own generator):
@@ -10,6 +10,8 @@ Cohorts (written once into benchmarks/out/, by the project's own generator):
 * ``realsize``: 9 training patients at the challenge's scale (512x512, 150 slices per series,
   about 300 MB each), same quirks (a third or more of the series sagittal or coronal, some RLE or
   JPEG-LS compressed, the organisers' three faulty patients);
+* ``realsize-brain``: the same on brain anatomy (``demo.anatomy: brain``), where a patient's series
+  also differ in slice count (112 to 225 slices) and about one in ten is oblique;
 * ``realsize-x4``: the ``realsize`` patients four times over under new IDs (hard links, 36
   patients, 21,000 files): the same per-patient work in a run four times as long, to show how the
   workers scale once the pool's fixed start-up is a small part of the run, as on the challenge's
@@ -50,6 +52,7 @@ OUT = ROOT / "benchmarks" / "out"
 COHORTS = {
     "demo": {"n_train": 120, "n_test": 30, "seed": 2021, "image_size": 48, "slices": 16},
     "realsize": {"n_train": 9, "n_test": 0, "seed": 2021, "image_size": 512, "slices": 150},
+    "realsize-brain": {"n_train": 9, "n_test": 0, "seed": 2021, "image_size": 512, "slices": 150, "anatomy": "brain"},
 }
 KINDS = ("floor", "inventory", "seed-like", "simpleitk", "ours plain, 1 worker", "ours, 1 worker", "ours, 2 workers")
 COPIES = {"realsize-x4": ("realsize", 4)}  # cohort -> (cohort it repeats, times)
@@ -70,6 +73,7 @@ def settings():  # noqa: ANN201
         normalisation=Normalisation("reference", ceiling=3.0),
         blank_level=0.1,
         blank_min_fraction=0.02,
+        window="middle",
     )
 
 
@@ -286,7 +290,7 @@ def describe(root: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cohort", choices=[*COHORTS, *COPIES, "both"], default="both")
+    parser.add_argument("--cohort", choices=[*COHORTS, *COPIES, "all"], default="all")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure, interleaved; the median is shown")
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
     parser.add_argument("--measure", choices=KINDS)
@@ -296,9 +300,10 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.root, OUT / "work")))
         return
     print(f"machine: {len(os.sched_getaffinity(0))} cores, Python {sys.version.split()[0]}")
-    for name in COHORTS if args.cohort == "both" else [args.cohort]:
+    for name in COHORTS if args.cohort == "all" else [args.cohort]:
         root = cohort(name)
         files = len(all_files(root))
+        megabytes = sum(f.stat().st_size for f in all_files(root)) / 1e6
         print(f"\n[{name}] {describe(root)}; median of {args.repeats} interleaved runs")
         runs: dict[str, list[dict]] = {k: [] for k in args.kinds}
         for rep in range(args.repeats):
@@ -310,7 +315,8 @@ def main() -> None:
             rss = sorted(r, key=lambda x: x["seconds"])[len(r) // 2]["rss_mb"]
             spread = " ".join(f"{x['seconds']:.2f}" for x in r)
             print(
-                f"  {kind:22s} {med[kind]:8.2f} s {files / med[kind]:8.0f} files/s  peak RSS {rss:6.0f} MB  ({spread})"
+                f"  {kind:22s} {med[kind]:8.2f} s {files / med[kind]:8.0f} files/s {megabytes / med[kind]:6.0f} MB/s"
+                f"  peak RSS {rss:6.0f} MB  ({spread})"
             )
         for a, b, what in (
             ("simpleitk", "ours, 1 worker", "ours vs SimpleITK per core"),

@@ -27,7 +27,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "scripts" / "out"
-SIZES = {"default": {}, "large": "large"}  # presets/large.yaml
+SIZES = {  # a cohort: params.yaml as it is, or a preset (presets/<name>.yaml)
+    "default": {},
+    "large": "large",
+    "brain": "brain",
+    "realistic": "realistic",
+    "null": "null",
+}
 NORMS = {
     "percentile": {"preprocess.normalisation": "percentile"},
     "reference": {"preprocess.normalisation": "reference"},
@@ -40,6 +46,12 @@ ROWS = {  # row -> a preset, or changes to params.yaml (the normalisation is add
     "cnn25d": {"model.name": "cnn25d", "model.series": ["FLAIR", "T1w", "T1wCE", "T2w"], "train.batch_size": 32},
     "resnet3d": {"model.name": "resnet3d"},
     "cnn3d": {"model.name": "cnn3d"},
+    # where the kept half of each stack sits (presets that keep every slice otherwise)
+    "mil_cnn, middle half": {"preprocess.middle_fraction": 0.5, "preprocess.window": "middle"},
+    "mil_cnn, half centred on the largest area": {
+        "preprocess.middle_fraction": 0.5,
+        "preprocess.window": "largest_area",
+    },
 }
 PERMUTED_NORMS = ("reference",)  # the control runs the recommended configuration only
 

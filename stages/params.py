@@ -73,6 +73,7 @@ class PreprocessParams(_Section):
     orientation: Literal["axial", "coronal", "sagittal", "native"]
     middle_fraction: Float = Field(gt=0, le=1)
     slice_step: Int = Field(ge=1, le=100)
+    window: Literal["middle", "largest_area"]
     img_size: Int = Field(ge=8, le=1024)
     normalisation: Literal["percentile", "reference"]
     clip_percentiles: tuple[Float, ...] = Field(min_length=2, max_length=2)

@@ -62,6 +62,15 @@ def choose_slices(n: int, *, middle_fraction: float, step: int) -> np.ndarray:
     return np.arange(start, start + count, step, dtype=int)
 
 
+def centred_slices(n: int, *, centre: int, fraction: float, step: int) -> np.ndarray:
+    """Indices of ``fraction`` of ``n`` slices centred on ``centre`` (moved inside the stack), every ``step``-th."""
+    if n <= 0:
+        return np.zeros(0, dtype=int)
+    count = max(1, round(n * fraction))
+    start = min(max(centre - count // 2, 0), n - count)
+    return np.arange(start, start + count, step, dtype=int)
+
+
 def axis_map(header: SliceHeader, target: str) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
     """Permutation and flips taking a stack ``[slice, row, col]`` to the ``target`` layout."""
     if target == "native":

@@ -54,6 +54,7 @@ def settings_from_params(p: PreprocessParams) -> PreprocessSettings:
         normalisation=normalisation_from_params(p),
         blank_level=p.blank_level,
         blank_min_fraction=p.blank_min_fraction,
+        window=p.window,
     )
 
 

@@ -24,6 +24,7 @@ class PreprocessSettings:
     normalisation: Normalisation
     blank_level: float
     blank_min_fraction: float
+    window: str  # middle | largest_area: where the kept middle_fraction of a stack is centred
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""

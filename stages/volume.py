@@ -19,7 +19,7 @@ import numpy as np
 from stages.dicom import DicomFile, Reader, SliceHeader
 from stages.errors import DataError, Problems
 from stages.intensity import is_blank, normalise
-from stages.planner import SlicePlan, along_normal, plan_series
+from stages.planner import SlicePlan, along_normal, centred_slices, plan_series
 from stages.settings import PreprocessSettings
 
 
@@ -152,16 +152,30 @@ def target_slices(plan: SlicePlan, frames: Iterator[tuple[int, np.ndarray]]) -> 
         yield from enumerate(volume[list(plan.keep)])
 
 
+def largest_area_window(squares: np.ndarray, *, settings: PreprocessSettings) -> np.ndarray:
+    """Which of a stack's slices to keep: ``middle_fraction`` of them, every ``slice_step``-th,
+    centred on the slice with the most foreground (pixels above ``blank_level`` once normalised)."""
+    scaled = normalise(squares, settings.normalisation)
+    if scaled is None:
+        return np.arange(len(squares))
+    area = (scaled > settings.blank_level).sum(axis=(1, 2))
+    centre = int(np.argmax(area))  # the first of equal areas
+    return centred_slices(len(squares), centre=centre, fraction=settings.middle_fraction, step=settings.slice_step)
+
+
 def finish(
     small: dict[int, np.ndarray], *, fill: float, plan: SlicePlan, settings: PreprocessSettings
 ) -> Series | None:
     """Pad the shrunk slices, normalise them together, drop blank ones; None for a constant series."""
     order = sorted(small)
     squares = np.stack([pad_square(small[i], size=settings.img_size, fill=fill) for i in order])
+    z = np.asarray(plan.z)[order]
+    if settings.window == "largest_area":
+        window = largest_area_window(squares, settings=settings)
+        squares, z = squares[window], z[window]
     scaled = normalise(squares, settings.normalisation)
     if scaled is None:
         return None
-    z = np.asarray(plan.z)[order]
     level, min_fraction = settings.blank_level, settings.blank_min_fraction
     kept = [k for k, square in enumerate(scaled) if not is_blank(square, level=level, min_fraction=min_fraction)]
     images = np.round(scaled[kept] * 255).astype(np.uint8).reshape(-1, settings.img_size, settings.img_size)
@@ -177,11 +191,12 @@ def load_series(series_dir: Path, *, settings: PreprocessSettings, reader: Reade
     if not all(h.geometry_known for h in headers):
         problems.add(series_dir, ASSUMED_GEOMETRY)
     try:
+        centred = settings.window == "middle"  # else every slice is kept until the areas are known
         plan = plan_series(
             headers,
             orientation=settings.orientation,
-            middle_fraction=settings.middle_fraction,
-            slice_step=settings.slice_step,
+            middle_fraction=settings.middle_fraction if centred else 1.0,
+            slice_step=settings.slice_step if centred else 1,
         )
     except DataError as err:
         problems.add_error(err)

@@ -71,6 +71,7 @@ def make_settings(**changes: object) -> PreprocessSettings:
         "normalisation": Normalisation("percentile", clip_percentiles=(0.5, 99.5)),
         "blank_level": 0.1,
         "blank_min_fraction": 0.02,
+        "window": "middle",
     }
     return PreprocessSettings(**{**base, **changes})  # type: ignore[arg-type]
 

@@ -135,6 +135,7 @@ SETTING_CHANGES = {
     "normalisation.ceiling": 2.5,
     "blank_level": 0.2,
     "blank_min_fraction": 0.05,
+    "window": "largest_area",
 }
 
 

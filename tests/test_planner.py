@@ -9,7 +9,7 @@ import pytest
 
 from stages.dicom import SliceHeader, unit_normal
 from stages.errors import DataError
-from stages.planner import axis_map, choose_slices, plan_series
+from stages.planner import axis_map, centred_slices, choose_slices, plan_series
 
 
 def headers(row_dir, col_dir, *, n: int, shape=(4, 6), spacing=(1.0, 2.0), gap=3.0) -> list[SliceHeader]:
@@ -34,6 +34,14 @@ def headers(row_dir, col_dir, *, n: int, shape=(4, 6), spacing=(1.0, 2.0), gap=3
 AXIAL = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))  # rows +x... columns step along +x (L), rows along +y (P)
 SAGITTAL = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))
 CORONAL = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0))
+
+
+def test_centred_slices_stay_inside_the_stack():
+    assert centred_slices(30, centre=7, fraction=1 / 3, step=1).tolist() == list(range(2, 12))
+    assert centred_slices(30, centre=1, fraction=1 / 3, step=1).tolist() == list(range(0, 10))
+    assert centred_slices(30, centre=29, fraction=1 / 3, step=4).tolist() == list(range(20, 30, 4))
+    assert centred_slices(5, centre=2, fraction=1.0, step=1).tolist() == [0, 1, 2, 3, 4]
+    assert centred_slices(0, centre=0, fraction=0.5, step=1).tolist() == []
 
 
 def test_choose_slices_takes_the_middle_every_kth():

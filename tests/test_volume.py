@@ -172,3 +172,38 @@ def test_blank_slices_are_dropped_wherever_they_are_and_the_kept_ones_keep_their
     np.testing.assert_array_equal(series.z, kept)
     marks = [int(np.argmax(image[8])) - 2 for image in series.images]
     assert marks == kept, "each kept image is the slice at its position"
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_the_largest_area_window_follows_the_anatomy_and_the_middle_one_does_not(tmp_path, reader):
+    """A 30-slice stack whose head is widest at slice 7 (a head placed low in the field): the
+    largest-area window keeps 10 slices centred there, the middle window slices 10 to 19."""
+    volume = np.zeros((30, 32, 32), np.uint16)
+    for k in range(2, 20):
+        radius = 14 - abs(k - 7)  # widest at slice 7, gone by slice 21
+        if radius > 0:
+            yy, xx = np.mgrid[:32, :32]
+            volume[k][(yy - 16) ** 2 + (xx - 16) ** 2 < radius**2] = 400
+    write_volume(tmp_path / "T1wCE", volume, plane="axial", first=1, step=1)
+    base = {"img_size": 16, "middle_fraction": 1 / 3, "slice_step": 1, "blank_min_fraction": 0.0}
+    follow = load_series(
+        tmp_path / "T1wCE",
+        settings=make_settings(window="largest_area", **base),
+        reader=READERS[reader](),
+        problems=Problems(),
+    )
+    middle = load_series(
+        tmp_path / "T1wCE",
+        settings=make_settings(window="middle", **base),
+        reader=READERS[reader](),
+        problems=Problems(),
+    )
+    np.testing.assert_array_equal(follow.z, np.arange(2, 12))
+    np.testing.assert_array_equal(middle.z, np.arange(10, 20))
+    stepped = load_series(
+        tmp_path / "T1wCE",
+        settings=make_settings(window="largest_area", **{**base, "slice_step": 3}),
+        reader=READERS[reader](),
+        problems=Problems(),
+    )
+    np.testing.assert_array_equal(stepped.z, [2, 5, 8, 11])

@@ -72,6 +72,7 @@ ALTERNATIVES: dict[str, Change] = {
     "preprocess.orientation": Change("native"),
     "preprocess.middle_fraction": Change(0.8),
     "preprocess.slice_step": Change(2),
+    "preprocess.window": Change("largest_area"),
     "preprocess.img_size": Change(12),
     "preprocess.normalisation": Change("percentile"),
     "preprocess.clip_percentiles": Change((5.0, 95.0), context=(("preprocess.normalisation", "percentile"),)),
