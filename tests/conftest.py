@@ -21,6 +21,19 @@ from stages.settings import PreprocessSettings
 if os.environ.get("MUTANT_UNDER_TEST") == "stats":
     del os.environ["MUTANT_UNDER_TEST"]
 
+
+
+def _start_own_fork_server() -> None:
+    """mutmut runs each mutant in an ``os.fork()`` of the session, which inherits the record of
+    the worker pools' fork server but is not its parent (``waitpid`` fails with ChildProcessError):
+    the forked child forgets it and starts its own when it needs a pool."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._forkserver_pid = None
+
+
+os.register_at_fork(after_in_child=_start_own_fork_server)
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"n_train": 12, "n_test": 3, "seed": 7, "image_size": 32, "slices": 8, "signal_strength": 1.2, "prevalence": 0.5}
 IDENTIFYING = [b"DEMO^PHANTOM", b"DEMO-PID-", b"19000101", b"20000101", b"DEMO PHANTOM INSTITUTE"]
