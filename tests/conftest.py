@@ -16,6 +16,17 @@ from stages.demo import build_cohort
 from stages.intensity import Normalisation
 from stages.settings import PreprocessSettings
 
+# mutmut sets this in every run it makes (its coverage pass, its clean run, each mutant's run)
+UNDER_MUTATION = "MUTANT_UNDER_TEST" in os.environ
+
+
+def per_test_under_mutation(fixture_name: str, config: pytest.Config) -> str:
+    """The scope of a module fixture that runs mutated code: one per test under mutmut, which
+    credits the code a fixture runs only to the first test that uses it (the others would never
+    run against the mutants they check); one per module otherwise."""
+    return "function" if UNDER_MUTATION else "module"
+
+
 # mutmut's coverage pass must not reach the stages' subprocesses, which run outside its mutants/ folder
 # (the pass keeps its own in-process copy of the setting)
 if os.environ.get("MUTANT_UNDER_TEST") == "stats":

@@ -15,7 +15,7 @@ from scipy import optimize, stats
 from stages import evaluate
 from stages.params import load_params, load_paths
 from stages.scoring import Calibration, fit_calibration
-from tests.conftest import write_config
+from tests.conftest import per_test_under_mutation, write_config
 
 N, REPEATS, FOLDS = 240, 2, 4
 
@@ -27,7 +27,7 @@ def pair_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(wins / (len(pos) * len(neg)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=per_test_under_mutation)
 def fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, dict, Path]:
     """Out-of-fold patient scores over two repeats (with ties), the latent scores, and evaluate's outputs."""
     rng = np.random.default_rng(11)

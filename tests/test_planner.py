@@ -42,6 +42,10 @@ def test_centred_slices_stay_inside_the_stack():
     assert centred_slices(30, centre=29, fraction=1 / 3, step=4).tolist() == list(range(20, 30, 4))
     assert centred_slices(5, centre=2, fraction=1.0, step=1).tolist() == [0, 1, 2, 3, 4]
     assert centred_slices(0, centre=0, fraction=0.5, step=1).tolist() == []
+    assert centred_slices(27, centre=13, fraction=1 / 3, step=1).tolist() == list(range(9, 18)), "an odd count"
+    assert centred_slices(1, centre=0, fraction=1.0, step=1).tolist() == [0]
+    assert centred_slices(10, centre=4, fraction=0.05, step=1).tolist() == [4], "at least one slice"
+    assert all(centred_slices(n, centre=0, fraction=0.5, step=1).dtype.kind == "i" for n in (0, 6)), "indices"
 
 
 def test_choose_slices_takes_the_middle_every_kth():

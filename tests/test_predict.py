@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,3 +92,47 @@ def test_model_cards_and_files_are_checked(predicted, tmp_path):
     card, files = read_card(folder / "models" / "repeat0_fold1.keras")
     assert [m.file for m in card.models] == ["repeat0_fold1.keras"] and len(files) == 1
     assert card.neutral_score("rank") == 0.5 and card.neutral_score("raw") == card.train_prevalence
+
+
+def test_each_test_patients_score_is_its_mean_over_the_fold_models_matched_by_id(predicted, tmp_path):
+    """``predict.execute`` in this process against the promise: a test patient's score is the
+    mean over the fold models of that model's pooled patient score (each fold's own calibration,
+    ``cv.pooling``), matched to the patient's ID, and the report counts what it says."""
+    import keras
+
+    from stages import predict
+    from stages.cache import entry_path
+    from stages.data import patient_scores, predict_samples, sample_loader
+    from stages.params import load_paths
+
+    folder, _ = predicted
+    params, paths = load_params(folder / "params.yaml"), load_paths(folder / "paths.yaml")
+    paths = paths.model_copy(
+        update={"submission": str(tmp_path / "submission.csv"), "predict_report": str(tmp_path / "report.json")}
+    )
+    report = predict.execute(params, paths)
+
+    card, files = read_card(folder / "models")
+    table = pd.read_csv(paths.patients, dtype={"BraTS21ID": str})
+    ids = list(table.loc[table["split"] == "test", "BraTS21ID"])
+    load = sample_loader(kind=card.input_kind, series=card.model.series, depth=card.model.depth)
+    samples = [load(entry_path(Path(paths.cache_dir), f"test/{pid}")) for pid in ids]
+    per_model = []
+    for f, entry in zip(files, card.models, strict=True):
+        model = keras.models.load_model(f, compile=False)
+        raw = patient_scores(predict_samples(model, samples, batch_size=64))
+        per_model.append(entry.calibration.apply(raw)[params.cv.pooling])
+    expected = pd.Series(np.mean(per_model, axis=0), index=ids)
+
+    got = pd.read_csv(tmp_path / "submission.csv", dtype={"BraTS21ID": str}).set_index("BraTS21ID")["MGMT_value"]
+    by_cli = pd.read_csv(folder / "submission.csv", dtype={"BraTS21ID": str}).set_index("BraTS21ID")["MGMT_value"]
+    assert sorted(got.index) == sorted(ids)
+    np.testing.assert_allclose(got.loc[ids], expected.loc[ids], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(by_cli.loc[ids], expected.loc[ids], rtol=0, atol=1e-6)
+    assert report == {
+        "patients": len(ids),
+        "models": len(files),
+        "pooling": params.cv.pooling,
+        "neutral_score": card.neutral_score(params.cv.pooling),
+        "patients_without_slices": [],
+    }
