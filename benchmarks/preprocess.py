@@ -302,8 +302,8 @@ def main() -> None:
     print(f"machine: {len(os.sched_getaffinity(0))} cores, Python {sys.version.split()[0]}")
     for name in COHORTS if args.cohort == "all" else [args.cohort]:
         root = cohort(name)
-        files = len(all_files(root))
-        megabytes = sum(f.stat().st_size for f in all_files(root)) / 1e6
+        paths = all_files(root)
+        files, megabytes = len(paths), sum(f.stat().st_size for f in paths) / 1e6
         print(f"\n[{name}] {describe(root)}; median of {args.repeats} interleaved runs")
         runs: dict[str, list[dict]] = {k: [] for k in args.kinds}
         for rep in range(args.repeats):

@@ -55,11 +55,8 @@ class SlicePlan:
 
 def choose_slices(n: int, *, middle_fraction: float, step: int) -> np.ndarray:
     """Indices of the central ``middle_fraction`` of ``n`` slices, every ``step``-th."""
-    if n <= 0:
-        return np.zeros(0, dtype=int)
     count = max(1, round(n * middle_fraction))
-    start = (n - count) // 2
-    return np.arange(start, start + count, step, dtype=int)
+    return centred_slices(n, centre=(n - count) // 2 + count // 2, fraction=middle_fraction, step=step)
 
 
 def centred_slices(n: int, *, centre: int, fraction: float, step: int) -> np.ndarray:

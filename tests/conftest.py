@@ -18,6 +18,10 @@ from stages.settings import PreprocessSettings
 
 # mutmut sets this in every run it makes (its coverage pass, its clean run, each mutant's run)
 UNDER_MUTATION = "MUTANT_UNDER_TEST" in os.environ
+# mutmut's coverage pass must not reach the stages' subprocesses, which run outside its mutants/ folder
+# (the pass keeps its own in-process copy of the setting)
+if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+    del os.environ["MUTANT_UNDER_TEST"]
 
 
 def per_test_under_mutation(fixture_name: str, config: pytest.Config) -> str:
@@ -25,13 +29,6 @@ def per_test_under_mutation(fixture_name: str, config: pytest.Config) -> str:
     credits the code a fixture runs only to the first test that uses it (the others would never
     run against the mutants they check); one per module otherwise."""
     return "function" if UNDER_MUTATION else "module"
-
-
-# mutmut's coverage pass must not reach the stages' subprocesses, which run outside its mutants/ folder
-# (the pass keeps its own in-process copy of the setting)
-if os.environ.get("MUTANT_UNDER_TEST") == "stats":
-    del os.environ["MUTANT_UNDER_TEST"]
-
 
 
 def _start_own_fork_server() -> None:

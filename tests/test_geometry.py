@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from pydicom.uid import ExplicitVRLittleEndian
 
 from stages.errors import Problems
+from stages.phantom import rotation
 from stages.planner import ORIENTATIONS
 from stages.volume import ASSUMED_GEOMETRY, load_series
 from tests.conftest import make_settings
@@ -27,11 +28,8 @@ ALL_SLICES = {"middle_fraction": 1.0, "slice_step": 1, "blank_min_fraction": 0.0
 
 def tilted_axial(x_degrees: float, z_degrees: float) -> tuple[np.ndarray, np.ndarray]:
     """Row and column directions of an axial plane turned about the LPS x axis, then the z axis."""
-    a, b = np.radians(x_degrees), np.radians(z_degrees)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
-    rotation = rz @ rx
-    return rotation[:, 0], rotation[:, 1]
+    turn = rotation(np.array([x_degrees, 0.0, z_degrees]))
+    return turn[:, 0], turn[:, 1]
 
 
 def write_oblique_series(

@@ -186,24 +186,11 @@ def test_the_largest_area_window_follows_the_anatomy_and_the_middle_one_does_not
             volume[k][(yy - 16) ** 2 + (xx - 16) ** 2 < radius**2] = 400
     write_volume(tmp_path / "T1wCE", volume, plane="axial", first=1, step=1)
     base = {"img_size": 16, "middle_fraction": 1 / 3, "slice_step": 1, "blank_min_fraction": 0.0}
-    follow = load_series(
-        tmp_path / "T1wCE",
-        settings=make_settings(window="largest_area", **base),
-        reader=READERS[reader](),
-        problems=Problems(),
-    )
-    middle = load_series(
-        tmp_path / "T1wCE",
-        settings=make_settings(window="middle", **base),
-        reader=READERS[reader](),
-        problems=Problems(),
-    )
-    np.testing.assert_array_equal(follow.z, np.arange(2, 12))
-    np.testing.assert_array_equal(middle.z, np.arange(10, 20))
-    stepped = load_series(
-        tmp_path / "T1wCE",
-        settings=make_settings(window="largest_area", **{**base, "slice_step": 3}),
-        reader=READERS[reader](),
-        problems=Problems(),
-    )
-    np.testing.assert_array_equal(stepped.z, [2, 5, 8, 11])
+
+    def kept_positions(**changes: object) -> np.ndarray:
+        settings = make_settings(**{**base, **changes})
+        return load_series(tmp_path / "T1wCE", settings=settings, reader=READERS[reader](), problems=Problems()).z
+
+    np.testing.assert_array_equal(kept_positions(window="largest_area"), np.arange(2, 12))
+    np.testing.assert_array_equal(kept_positions(window="middle"), np.arange(10, 20))
+    np.testing.assert_array_equal(kept_positions(window="largest_area", slice_step=3), [2, 5, 8, 11])
