@@ -4,15 +4,22 @@ mutmut writes a ``mutants/`` folder beside the code it mutates and runs the test
 this repository a mutant can reach git (dvclive stages files) or the pipeline files, so the run
 happens in an exported copy of ``HEAD``; uncommitted changes are not mutated.
 
-    python scripts/mutation.py                      # the whole run, about 35 minutes on 2 cores
+    python scripts/mutation.py                      # the whole scope (SCOPE), hours on 2 cores
     python scripts/mutation.py --report-only        # the table of the last run
-    python scripts/mutation.py stages.scoring.x_bootstrap_auc__mutmut_1   # rerun named mutants
+    python scripts/mutation.py 'stages.scoring.x_bootstrap_auc__mutmut_*'   # rerun some mutants
+
+The scope is every function of the modules that compute a reported number or decide a rerun, and
+the functions of ``train``, ``predict`` and ``data`` that score patients. Left out: each stage's
+``main``/``execute``/``options`` (argument parsing and calls, run by the wiring tests and CI's
+reproduction check, which are too slow per mutant) and the training input pipeline (``data``'s
+loaders and augmentation, shown by the augmentation and learnability tests).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -24,6 +31,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKDIR = Path(tempfile.gettempdir()) / "mgmt-pipeline-mutation"
+
+
+def _functions(module: str, *names: str) -> tuple[str, ...]:
+    return tuple(f"stages.{module}.x_{name}__mutmut_*" for name in names)
+
+
+SCOPE = (
+    *(f"stages.{module}.*" for module in ("scoring", "cv", "cache", "cachekey", "planner", "intensity")),
+    *_functions("evaluate", "threshold", "bayes_auc", "slice_auc", "flatten", "evaluate", "patient_means"),
+    *_functions("evaluate", "write_outputs"),
+    *_functions("fingerprint", "fingerprint", "changes"),
+    *_functions("train", "prepare", "fold_summary", "train_split", "cross_validate", "write_outputs"),
+    *_functions("predict", "ensemble_scores", "cache_samples", "folder_samples", "patient_folders"),
+    *_functions("predict", "predict_folders", "submission"),
+    *_functions("data", "samples_from_arrays", "predict_samples", "patient_scores", "predict_patients"),
+)
 RESULT = re.compile(r"^\s*stages\.(?P<module>\w+)\.(?P<mutant>\S+__mutmut_\d+): (?P<status>.+?)\s*$")
 
 
@@ -44,9 +67,15 @@ def export_head(*, workdir: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive, check=True)
 
 
+def in_scope(name: str, scope: tuple[str, ...] = SCOPE) -> bool:
+    """Whether a mutant's full name (``stages.module.x_function__mutmut_N``) matches the scope."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in scope)
+
+
 def parse_results(text: str) -> list[Outcome]:
-    """The outcomes listed by ``mutmut results --all true``."""
-    return [Outcome(**m.groupdict()) for m in map(RESULT.match, text.splitlines()) if m]
+    """The outcomes in scope listed by ``mutmut results --all true``."""
+    matches = [m for m in map(RESULT.match, text.splitlines()) if m]
+    return [Outcome(**m.groupdict()) for m in matches if in_scope(f"stages.{m['module']}.{m['mutant']}")]
 
 
 def kill_table(outcomes: list[Outcome]) -> str:
@@ -87,7 +116,8 @@ def main() -> None:
     if not args.report_only:
         if not args.mutants:
             export_head(workdir=args.workdir)
-        seconds = run_mutmut(workdir=args.workdir, mutants=args.mutants, log=args.workdir / "mutmut.log")
+        mutants = args.mutants or list(SCOPE)
+        seconds = run_mutmut(workdir=args.workdir, mutants=mutants, log=args.workdir / "mutmut.log")
         print(f"mutmut ran {seconds / 60:.1f} min in {args.workdir} (log: {args.workdir / 'mutmut.log'})")
     listing = subprocess.run(
         ["mutmut", "results", "--all", "true"], cwd=args.workdir, capture_output=True, text=True, check=True

@@ -199,3 +199,17 @@ def test_calibrated_pooling_is_platt_scaling_with_sklearns_penalty():
     cal = fit_calibration(p, y)
     assert (cal.slope, cal.intercept) == pytest.approx((slope, intercept), abs=1e-4)
     np.testing.assert_allclose(cal.calibrated(p), 1 / (1 + np.exp(-(slope * x + intercept))), atol=1e-4)
+
+
+def test_evaluate_writes_exactly_the_declared_files_and_calls_a_score_at_the_threshold_positive(tmp_path):
+    labels, scores = np.array([0, 1, 0, 1]), np.array([0.2, 0.5, 0.5, 0.8])
+    metrics = {"patient_auc": 0.75, "patient_auc_ci95": [0.5, 1.0], "n_patients": 4, "poolings": {"raw": 0.7}}
+    evaluate.write_outputs(tmp_path, metrics=metrics, labels=labels, scores=scores, cut=0.5)
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    plots = [f"plots/sklearn/{name}.json" for name in ("confusion_matrix", "precision_recall", "roc")]
+    assert written == ["details.json", "metrics.json", *plots]  # what dvc.yaml declares, nothing more
+    headline, details = reported(tmp_path)
+    assert headline == {"patient_auc": 0.75, "patient_auc_ci95_low": 0.5, "patient_auc_ci95_high": 1.0, "n_patients": 4}
+    assert details == {**headline, "poolings/raw": 0.7}
+    cells = json.loads((tmp_path / "plots/sklearn/confusion_matrix.json").read_text())
+    assert [c["predicted"] for c in cells] == ["0", "1", "1", "1"]  # a score equal to the cut is called positive

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from stages import train, training
 from stages.cohort import read_patients
+from stages.cv import Split
 from stages.params import load_params, load_paths
 from tests.conftest import ROOT, run_stage, tree_digest, write_config
 
@@ -160,3 +162,28 @@ def test_held_out_labels_reach_nothing_but_the_final_score(training_run, monkeyp
     assert [s["prob"] for s in a.slices] == [s["prob"] for s in b.slices]
     assert a.curves == b.curves
     assert [p["MGMT_value"] for p in a.patients] != [p["MGMT_value"] for p in b.patients]
+
+
+def test_each_folds_summary_records_its_patients_training_and_held_out_auc():
+    split = Split(repeat=1, fold=2, fit=np.arange(7), val=np.arange(3), test=np.arange(4))
+    history = [{"epoch": e} for e in range(1, 6)]
+    result = training.FoldResult(
+        model=None,
+        val_scores=np.zeros(3),
+        history=history,
+        stopped_at=5,
+        best_epoch=2,
+        collapsed=True,
+        attempts=2,
+        seed=7,
+    )
+    assert train.fold_summary(split, result, 0.625) == {
+        "patients": {"fit": 7, "val": 3, "held_out": 4},
+        "epochs": 5,
+        "stopped_at": 5,
+        "best_epoch": 2,
+        "collapsed": True,
+        "attempts": 2,
+        "seed": 7,
+        "held_out_patient_auc_raw": 0.625,
+    }
