@@ -11,7 +11,8 @@ Cohorts (written once into benchmarks/out/, by the project's own generator):
   about 300 MB each), same quirks (a third or more of the series sagittal or coronal, some RLE or
   JPEG-LS compressed, the organisers' three faulty patients);
 * ``realsize-brain``: the same on brain anatomy (``demo.anatomy: brain``), where a patient's series
-  also differ in slice count (112 to 225 slices) and about one in ten is oblique;
+  also differ in slice count (112 to 225 slices) and in-plane size (256 to 512, drawn per series),
+  and about one in ten is oblique;
 * ``realsize-x4``: the ``realsize`` patients four times over under new IDs (hard links, 36
   patients, 21,000 files): the same per-patient work in a run four times as long, to show how the
   workers scale once the pool's fixed start-up is a small part of the run, as on the challenge's
@@ -52,7 +53,15 @@ OUT = ROOT / "benchmarks" / "out"
 COHORTS = {
     "demo": {"n_train": 120, "n_test": 30, "seed": 2021, "image_size": 48, "slices": 16},
     "realsize": {"n_train": 9, "n_test": 0, "seed": 2021, "image_size": 512, "slices": 150},
-    "realsize-brain": {"n_train": 9, "n_test": 0, "seed": 2021, "image_size": 512, "slices": 150, "anatomy": "brain"},
+    "realsize-brain": {
+        "n_train": 9,
+        "n_test": 0,
+        "seed": 2021,
+        "image_size": 512,
+        "min_image_size": 256,
+        "slices": 150,
+        "anatomy": "brain",
+    },
 }
 KINDS = ("floor", "inventory", "seed-like", "simpleitk", "ours plain, 1 worker", "ours, 1 worker", "ours, 2 workers")
 COPIES = {"realsize-x4": ("realsize", 4)}  # cohort -> (cohort it repeats, times)

@@ -18,7 +18,14 @@ import numpy as np
 from stages.cli import progress
 from stages.cohort import ORACLE_FILE
 from stages.io import write_csv, write_json
-from stages.phantom import break_files, choose_ids, make_patient, population_bayes_auc, write_patient
+from stages.phantom import (
+    break_files,
+    choose_ids,
+    make_patient,
+    matrix_sizes,
+    population_bayes_auc,
+    write_patient,
+)
 from stages.pools import worker_count, worker_pool
 
 if TYPE_CHECKING:
@@ -45,17 +52,25 @@ def build_cohort(
     prevalence: float,
     quirks: bool,
     anatomy: str = "phantom",
+    min_image_size: int | None = None,
 ) -> dict:
     """Write a complete cohort into ``out_dir`` (replaced atomically) and return its summary."""
     from sklearn.metrics import roc_auc_score  # imported late: `--help` answers fast
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
+    matrices = matrix_sizes(min_image_size or image_size, image_size)
     train_ids, test_ids = choose_ids(n_train=n_train, n_test=n_test, rng=np.random.default_rng(seed))
     specs = {
         split: [
             make_patient(
-                pid=pid, seed=seed, strength=signal_strength, prevalence=prevalence, quirks=quirks, anatomy=anatomy
+                pid=pid,
+                seed=seed,
+                strength=signal_strength,
+                prevalence=prevalence,
+                quirks=quirks,
+                anatomy=anatomy,
+                matrices=matrices,
             )
             for pid in ids
         ]

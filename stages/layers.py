@@ -21,7 +21,11 @@ class BatchNorm(layers.BatchNormalization):
             mean, variance = ops.moments(inputs, axes=self._reduction_axes)
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+            scale = self.gamma / ops.sqrt(variance + self.epsilon)
         else:
-            mean, variance = self.moving_mean, self.moving_variance
-        scale = self.gamma / ops.sqrt(variance + self.epsilon)
+            # The same IEEE division, as divide_no_nan (the root is positive): TensorFlow's graph
+            # optimiser rewrites x / sqrt(y) into x * rsqrt(y) wherever the root has no other use,
+            # as here (in training the gradient uses it), and rsqrt is the approximate instruction
+            scale = ops.divide_no_nan(self.gamma, ops.sqrt(self.moving_variance + self.epsilon))
+            mean = self.moving_mean
         return inputs * scale + (self.beta - mean * scale)

@@ -60,11 +60,18 @@ class DemoParams(_Section):
     n_test: Int = Field(ge=0, le=100_000)
     seed: Int = Field(ge=0)
     image_size: Int = Field(ge=16, le=1024)
+    min_image_size: Int | None = Field(default=None, ge=8, le=1024)
     slices: Int = Field(ge=4, le=1000)
     signal_strength: Float = Field(ge=0, le=10)
     prevalence: Float = Field(gt=0, lt=1)
     quirks: Bool
     anatomy: Literal["brain", "phantom"]
+
+    @model_validator(mode="after")
+    def _check(self) -> DemoParams:
+        if self.min_image_size is not None and self.min_image_size > self.image_size:
+            raise ValueError(f"demo.min_image_size ({self.min_image_size}) exceeds demo.image_size ({self.image_size})")
+        return self
 
 
 class PreprocessParams(_Section):

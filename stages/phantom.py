@@ -76,6 +76,7 @@ class SeriesSpec:
     scale: float = 1.0
     slices_factor: float = 1.0  # slices of this series relative to the cohort's setting
     tilt_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)  # an oblique plane: turned about x, y, z
+    matrix: int | None = None  # rows and columns, when not the cohort's image size
 
     def directions(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column directions (LPS) of the acquisition plane, turned by ``tilt_deg``."""
@@ -122,10 +123,23 @@ def choose_ids(*, n_train: int, n_test: int, rng: np.random.Generator) -> tuple[
     return train, test
 
 
+def matrix_sizes(smallest: int, largest: int) -> tuple[int, ...]:
+    """In-plane matrix sizes a series may have: both ends and the multiples of 64 between them."""
+    return tuple(sorted({smallest, largest, *range(64 * (smallest // 64 + 1), largest, 64)}))
+
+
 def make_patient(
-    *, pid: str, seed: int, strength: float, prevalence: float, quirks: bool, anatomy: str = "phantom"
+    *,
+    pid: str,
+    seed: int,
+    strength: float,
+    prevalence: float,
+    quirks: bool,
+    anatomy: str = "phantom",
+    matrices: tuple[int, ...] = (),
 ) -> PatientSpec:
-    """Draw one patient from its own seeded stream (independent of cohort size)."""
+    """Draw one patient from its own seeded stream (independent of cohort size); each series'
+    in-plane size is drawn from ``matrices`` when given (else it is the cohort's)."""
     rng = np.random.default_rng([seed, int(pid)])
     label = int(rng.random() < prevalence)
     score = float(rng.normal(strength * label, 1.0))
@@ -156,6 +170,10 @@ def make_patient(
         spec.series[name] = s
     if anatomy == "brain":  # drawn after everything else: the phantom's patients stay as they were
         place_brain(spec, np.random.default_rng([seed, int(pid), 2]), quirks=quirks)
+    if len(matrices) > 1:  # a stream of its own: the patients of a single-size cohort stay as they were
+        sizes = np.random.default_rng([seed, int(pid), 3])
+        for s in spec.series.values():
+            s.matrix = int(sizes.choice(matrices))
     return spec
 
 
@@ -326,7 +344,7 @@ def write_patient(*, folder: Path, spec: PatientSpec, n_slices: int, size: int, 
         s = spec.series[series]
         n = max(4, round(n_slices * s.slices_factor))
         head = BRAIN_HEAD_MM if spec.anatomy == "brain" else HEAD_MM
-        points, ipps, gap = slice_grid(directions=s.directions(), n_slices=n, size=size, head=head)
+        points, ipps, gap = slice_grid(directions=s.directions(), n_slices=n, size=s.matrix or size, head=head)
         images = render(spec, series, points, rng)
         series_dir = folder / series
         series_dir.mkdir(parents=True, exist_ok=True)

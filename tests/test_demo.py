@@ -12,7 +12,7 @@ import pytest
 
 from stages.challenge import FAULTY_IDS, SERIES
 from stages.demo import build_cohort
-from stages.phantom import population_bayes_auc
+from stages.phantom import FOV_MM, matrix_sizes, population_bayes_auc
 from tests.conftest import TINY, run_stage, tree_digest, write_config
 
 
@@ -106,3 +106,21 @@ def test_the_stage_prints_its_summary_line_and_nothing_else(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = (proc.stdout + proc.stderr).splitlines()
     assert len(lines) == 1 and "Bayes-optimal AUC" in lines[0], lines
+
+
+def test_series_sizes_vary_between_the_bounds_with_the_field_of_view_kept(tmp_path, tiny_cohort):
+    assert matrix_sizes(256, 512) == (256, 320, 384, 448, 512) and matrix_sizes(48, 48) == (48,)
+    root = tmp_path / "sizes"
+    build_cohort(out_dir=root, quirks=True, **{**TINY, "min_image_size": 16})
+    sizes = {}
+    for series in sorted((root / "train").glob("*/*")):
+        files = sorted(series.glob("Image-*.dcm"))
+        if series.parent.name in FAULTY_IDS or not files:
+            continue
+        ds = pydicom.dcmread(files[-1], stop_before_pixels=True)
+        sizes[series] = (ds.Rows, ds.Columns)
+        assert float(ds.PixelSpacing[0]) * ds.Rows == pytest.approx(FOV_MM)  # a coarser matrix, same 220 mm
+    assert set(sizes.values()) == {(16, 16), (32, 32)}
+    # the patients themselves (labels, latent scores, faults) are those of the single-size cohort
+    for name in ("train_labels.csv", "demo_oracle.csv"):
+        assert (root / name).read_bytes() == (tiny_cohort / name).read_bytes()

@@ -70,6 +70,19 @@ def op_types(graph) -> set[str]:
     return found
 
 
+def optimised_op_types(concrete) -> set[str]:
+    """The ops left after TensorFlow's graph optimiser (Grappler, default settings), which rewrites
+    the graph before it runs: x / sqrt(y) becomes x * rsqrt(y) where the root has no other use."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.grappler import tf_optimizer
+
+    meta = tf.compat.v1.train.export_meta_graph(graph_def=concrete.graph.as_graph_def(), graph=concrete.graph)
+    meta.collection_def["train_op"].node_list.value.extend(t.op.name for t in concrete.outputs)
+    graph = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta)
+    return {node.op for node in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+
+
 @pytest.mark.parametrize("name", ["mil_cnn", "seed_cnn", "cnn25d", "cnn3d", "resnet3d"])
 def test_no_training_or_inference_op_uses_an_approximate_instruction(name):
     import tensorflow as tf
@@ -90,9 +103,33 @@ def test_no_training_or_inference_op_uses_an_approximate_instruction(name):
         return model(x, training=False)
 
     spec = tf.TensorSpec((2, *model.input_shape[1:]), tf.uint8)
-    used = op_types(step.get_concrete_function(spec, tf.TensorSpec((2, 2), tf.float32)).graph)
+    concrete = step.get_concrete_function(spec, tf.TensorSpec((2, 2), tf.float32))
+    used = op_types(concrete.graph)
     assert {"MatMul", "Sqrt"} <= used | {"Sqrt"} and "MatMul" in used, "the scan sees the model's ops"
     assert not used & APPROXIMATE_OPS
+    inference = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    for optimised in (optimised_op_types(concrete), optimised_op_types(inference)):  # as they run
+        assert "MatMul" in optimised and not optimised & APPROXIMATE_OPS
+
+
+def test_batchnorm_in_a_compiled_prediction_is_ieee_arithmetic_bit_for_bit():
+    """Inference through Keras's compiled predict function (graph optimiser on) against NumPy's
+    float32 square root, division, multiplication and addition: the same bits on every CPU."""
+    import keras
+
+    from stages.layers import BatchNorm
+
+    rng = np.random.default_rng(3)
+    channels = 512
+    x = (rng.standard_normal((64, channels)) * 3).astype(np.float32)
+    gamma, beta, mean = (rng.standard_normal(channels).astype(np.float32) for _ in range(3))
+    variance = rng.uniform(0.01, 5.0, channels).astype(np.float32)
+    layer = BatchNorm()
+    model = keras.Sequential([keras.Input((channels,)), layer])
+    layer.set_weights([gamma, beta, mean, variance])
+    scale = gamma / np.sqrt(variance + np.float32(layer.epsilon))
+    expected = x * scale + (beta - mean * scale)
+    assert np.array_equal(model.predict_on_batch(x), expected)
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -95,6 +95,9 @@ def test_cross_field_rules(tmp_path):
         data["train"]["epochs"] = 10
         path.write_text(yaml.safe_dump(data))
         load_params(path)
+    with pytest.raises(ParamError, match=r"demo\.min_image_size \(64\) exceeds demo\.image_size \(48\)"):
+        load_params(params_with(tmp_path, "demo", "min_image_size", 64))
+    assert load_params(params_with(tmp_path, "demo", "min_image_size", 48)).demo.min_image_size == 48
 
 
 def test_unreadable_files_are_one_line_errors(tmp_path):

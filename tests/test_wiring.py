@@ -62,6 +62,7 @@ ALTERNATIVES: dict[str, Change] = {
     "demo.n_test": Change(5),
     "demo.seed": Change(6),
     "demo.image_size": Change(20),
+    "demo.min_image_size": Change(8),
     "demo.slices": Change(7),
     "demo.signal_strength": Change(0.3),
     "demo.prevalence": Change(0.3),
