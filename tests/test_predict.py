@@ -136,3 +136,36 @@ def test_each_test_patients_score_is_its_mean_over_the_fold_models_matched_by_id
         "neutral_score": card.neutral_score(params.cv.pooling),
         "patients_without_slices": [],
     }
+
+
+def test_raw_folders_score_as_their_cached_selves_and_an_empty_one_gets_the_neutral_score(predicted, tmp_path):
+    """``predict.patient_folders`` and ``predict_folders`` in this process: each raw test folder,
+    preprocessed from DICOM as the cache was, scores what the submission (from the cache) says for
+    that ID; a folder without usable slices gets the neutral score and says why."""
+    from stages import predict
+
+    folder, _ = predicted
+    raw_test = folder.parent / "raw" / "test"
+    empty = tmp_path / "00999"
+    (empty / "T1wCE").mkdir(parents=True)
+    folders = predict.patient_folders([empty], raw_test)
+    ids = sorted(p.name for p in raw_test.iterdir() if p.is_dir())
+    assert [f.name for f in folders] == ["00999", *ids]
+    card, files = read_card(folder / "models")
+    pooling = load_params(folder / "params.yaml").cv.pooling
+    rows = predict.predict_folders(folders, card=card, files=files, pooling=pooling)
+    sub = pd.read_csv(folder / "submission.csv", dtype={"BraTS21ID": str}).set_index("BraTS21ID")["MGMT_value"]
+    assert rows[0]["BraTS21ID"] == "00999" and rows[0]["score"] == card.neutral_score(pooling)
+    assert rows[0]["note"].startswith("no usable slices")
+    assert [r["BraTS21ID"] for r in rows[1:]] == ids
+    for row in rows[1:]:
+        assert row["score"] == pytest.approx(sub[row["BraTS21ID"]], abs=1e-6) and row["note"] == "", row
+    with pytest.raises(DataError, match="no usable slices for T1wCE"):
+        predict.predict_folders([empty], card=card, files=files, pooling=pooling)
+    with pytest.raises(DataError, match="not a folder"):
+        predict.patient_folders([], tmp_path / "nowhere")
+    with pytest.raises(DataError, match="not a patient folder"):
+        predict.patient_folders([tmp_path / "nowhere"], None)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DataError, match="no patient folders found"):
+        predict.patient_folders([], tmp_path / "none")

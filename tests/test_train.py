@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from stages import train, training
+from stages.card import read_card
 from stages.cohort import read_patients
 from stages.cv import Split
 from stages.params import load_params, load_paths
@@ -72,7 +73,9 @@ def test_no_held_out_patient_trains_or_stops_its_model(training_run, monkeypatch
     monkeypatch.setattr(training, "fit_fold", spy)
     cohort = train.prepare(params, paths)
     out = train.cross_validate(
-        cohort, params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})}), models_dir=tmp_path
+        cohort,
+        params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})}),
+        models_dir=tmp_path / "models_dir",
     )
     held = pd.DataFrame(out.patients)
     assert len(seen) == 3
@@ -80,6 +83,25 @@ def test_no_held_out_patient_trains_or_stops_its_model(training_run, monkeypatch
         test = set(held.loc[held["fold"] == k, "BraTS21ID"])
         assert name == f"repeat0_fold{k}" and test and not (fit | val) & test and not fit & val
         assert fit | val | test == set(cohort.ids)
+
+    # what the stage writes is exactly what was gathered, and the card describes the cohort
+    small = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
+    written = paths.model_copy(update={name: str(tmp_path / name) for name in ("oof", "training_log", "models_dir")})
+    train.write_outputs(out, cohort=cohort, params=small, paths=written)
+    keys = ["repeat", "fold", "BraTS21ID", "MGMT_value"]
+    for name, rows, columns in (
+        ("oof/oof_patients.csv", out.patients, [*keys, "raw", "rank", "calibrated"]),
+        ("oof/oof_slices.csv", out.slices, [*keys, "sample", "prob"]),
+        ("training_log/curves.csv", out.curves, ["repeat", "fold", "epoch", "loss", "val_loss", "val_patient_auc"]),
+    ):
+        table = pd.read_csv(tmp_path / name, dtype={"BraTS21ID": str})
+        assert list(table.columns) == columns, name
+        pd.testing.assert_frame_equal(table, pd.DataFrame(rows)[columns], check_dtype=False, rtol=0, atol=1e-12)
+    assert json.loads((tmp_path / "training_log/folds.json").read_text()) == out.folds
+    card, files = read_card(tmp_path / "models_dir")
+    assert card.train_prevalence == pytest.approx(cohort.labels.mean()) and card.train_patients == len(cohort.ids)
+    assert card.models == tuple(out.models) and [f.name for f in files] == [m.file for m in out.models]
+    assert card.model == small.model and card.input_kind == cohort.kind and card.preprocess == cohort.settings
 
 
 def test_too_many_folds_for_the_cohort_is_one_line(training_run, tmp_path):
