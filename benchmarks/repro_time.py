@@ -1,13 +1,14 @@
 """How long the default ``dvc repro`` takes, stage by stage, from a fresh clone and on a forced rerun.
 
-    python benchmarks/repro_time.py [--repeats 1]
+    python benchmarks/repro_time.py [--repeats 1] [--preset brain ...]
 
 Clones this repository's committed ``HEAD`` into a temporary folder (a new one each repeat), runs
 ``dvc repro`` there with this Python environment first on ``PATH``, then ``dvc repro -f`` (every
 stage again; the preprocessed cache is reused, as on a user's rerun). Each stage's seconds run
 from DVC's ``Running stage`` line to the next one (so DVC's own hashing of a stage's outputs counts
 towards it). Prints a markdown table: the median over ``--repeats`` of each stage and of the whole
-command, and the patient AUC, which must not depend on the run.
+command, and the patient AUC, which must not depend on the run. ``--preset`` applies presets
+(``presets/<name>.yaml``) to the clone's ``params.yaml`` first, e.g. to time brain anatomy.
 """
 
 from __future__ import annotations
@@ -49,9 +50,23 @@ def timed_repro(*args: str, cwd: Path, env: dict) -> tuple[dict[str, float], flo
     return {name: end - t for (name, t), end in zip(marks, ends)}, total, auc
 
 
+def apply_presets(clone: Path, names: list[str]) -> None:
+    """Merge the named presets into the clone's ``params.yaml`` (validated against the schema)."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT))
+    from stages.params import Params
+    from stages.preset import merged, preset_values
+
+    params = merged(yaml.safe_load((clone / "params.yaml").read_text()), *(preset_values(n) for n in names))
+    Params.model_validate(params)
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--preset", nargs="*", default=[], help="presets applied to the clone's params.yaml")
     args = parser.parse_args()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     runs: dict[str, list[tuple[dict[str, float], float, str]]] = {"fresh clone": [], "dvc repro -f": []}
@@ -59,6 +74,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             clone = Path(tmp) / "clone"
             subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            apply_presets(clone, args.preset)
             runs["fresh clone"].append(timed_repro(cwd=clone, env=env))
             runs["dvc repro -f"].append(timed_repro("-f", cwd=clone, env=env))
     stages = list(runs["fresh clone"][0][0])
