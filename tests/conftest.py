@@ -16,12 +16,15 @@ from stages.demo import build_cohort
 from stages.intensity import Normalisation
 from stages.settings import PreprocessSettings
 
-# mutmut sets this in every run it makes (its coverage pass, its clean run, each mutant's run)
-UNDER_MUTATION = "MUTANT_UNDER_TEST" in os.environ
-# mutmut's coverage pass must not reach the stages' subprocesses, which run outside its mutants/ folder
-# (the pass keeps its own in-process copy of the setting)
+# mutmut sets MUTANT_UNDER_TEST in every run it makes (its coverage pass, its clean run, each
+# mutant's run). Its coverage pass must not reach the stages' subprocesses, which run outside its
+# mutants/ folder (the pass keeps its own in-process copy of the setting), so the variable goes and
+# MGMT_UNDER_MUTATION says so instead: pytest imports this file as ``conftest`` and the test
+# modules import it again as ``tests.conftest``, and the second import must still know.
 if os.environ.get("MUTANT_UNDER_TEST") == "stats":
     del os.environ["MUTANT_UNDER_TEST"]
+    os.environ["MGMT_UNDER_MUTATION"] = "stats"
+UNDER_MUTATION = "MUTANT_UNDER_TEST" in os.environ or "MGMT_UNDER_MUTATION" in os.environ
 
 
 def per_test_under_mutation(fixture_name: str, config: pytest.Config) -> str:
