@@ -213,3 +213,11 @@ def test_evaluate_writes_exactly_the_declared_files_and_calls_a_score_at_the_thr
     assert details == {**headline, "poolings/raw": 0.7}
     cells = json.loads((tmp_path / "plots/sklearn/confusion_matrix.json").read_text())
     assert [c["predicted"] for c in cells] == ["0", "1", "1", "1"]  # a score equal to the cut is called positive
+
+
+def test_the_slice_auc_is_the_mean_over_repeats_of_the_auc_over_every_sample(fixture):
+    patients, _, folder = fixture
+    _, details = reported(folder)
+    slices = pd.concat([patients.assign(prob=patients["raw"]), patients.assign(prob=patients["raw"] / 2)])
+    per_repeat = [pair_auc(g["MGMT_value"].to_numpy(), g["prob"].to_numpy()) for _, g in slices.groupby("repeat")]
+    assert details["slice_auc"] == pytest.approx(np.mean(per_repeat), abs=1e-12)

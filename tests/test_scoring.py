@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,3 +84,9 @@ def test_bootstrap_interval_narrows_with_more_patients():
     lo_s, hi_s = bootstrap_auc(small, "raw", resamples=300)
     lo_l, hi_l = bootstrap_auc(large, "raw", resamples=300)
     assert hi_l - lo_l < hi_s - lo_s
+
+
+def test_a_calibration_is_written_as_exactly_its_three_fields_and_read_back_equal():
+    c = Calibration((0.1, 0.4, 0.7), 1.5, -0.25)
+    assert c.to_dict() == {"val_scores": [0.1, 0.4, 0.7], "slope": 1.5, "intercept": -0.25}
+    assert Calibration.from_dict(json.loads(json.dumps(c.to_dict()))) == c
