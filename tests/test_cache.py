@@ -112,8 +112,12 @@ def test_the_config_is_published_and_read_back(tmp_path):
     assert read_settings(tmp_path) == settings
     assert CacheConfig(make_settings(img_size=32)).digest != config.digest
     assert CacheConfig(settings).digest == config.digest
-    with pytest.raises(DataError, match="dvc repro preprocess"):
+    with pytest.raises(DataError) as raised:
         read_settings(tmp_path / "nowhere")
+    assert (
+        str(raised.value)
+        == f"{tmp_path / 'nowhere' / 'config.json'}: no preprocessed cache here (run `dvc repro preprocess` first)"
+    )
 
 
 def test_entries_carry_their_meta(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.cv import check_folds, eligible_patients, patient_folds, sample_count, splits
+from stages.cv import check_folds, eligible_patients, inner_folds, patient_folds, sample_count, splits
 from stages.errors import ParamError
 
 
@@ -67,3 +67,41 @@ def test_samples_and_eligible_patients():
         }
     )
     assert eligible_patients(table, series=["T1wCE"], kind="slices")["BraTS21ID"].tolist() == ["00001"]
+
+
+def test_the_size_checks_allow_exactly_their_limits_whichever_class_is_smaller():
+    check_folds(np.array([0] * 30 + [1] * 10), folds=10, val_fraction=0.2)  # as many folds as positives
+    with pytest.raises(ParamError, match=r"more folds than patients of the smaller class \(10\)"):
+        check_folds(np.array([0] * 10 + [1] * 30), folds=11, val_fraction=0.2)  # negatives the smaller class
+    check_folds(np.array([0] * 30 + [1] * 6), folds=5, val_fraction=0.25)  # 4 inner folds of 4 training positives
+    assert [inner_folds(v) for v in (0.5, 0.45, 0.25, 0.2, 0.1)] == [2, 2, 4, 5, 10]
+    with pytest.raises(ValueError, match="cv.folds must be at least 2"):
+        patient_folds(*cohort(), folds=1, seed=0)
+    assert len(patient_folds(*cohort(), folds=2, seed=0)) == 2
+
+
+def test_splits_are_a_function_of_the_seed_and_repeat_r_uses_seed_plus_r():
+    labels, ids = cohort()
+
+    def listed(**kwargs):
+        got = splits(labels, ids, folds=4, val_fraction=0.2, **kwargs)
+        return [(s.repeat, s.fold, s.fit.tolist(), s.val.tolist(), s.test.tolist()) for s in got]
+
+    assert listed(seed=3, repeats=2) == listed(seed=3, repeats=2)  # fit and validation too: nothing unseeded
+    second = [row[4] for row in listed(seed=3, repeats=2) if row[0] == 1]
+    assert second == [row[4] for row in listed(seed=4, repeats=1)]
+
+
+def test_a_patient_with_one_sample_is_eligible_and_slices_count_across_series():
+    table = pd.DataFrame(
+        {
+            "split": ["train", "train", "train"],
+            "BraTS21ID": ["00001", "00002", "00003"],
+            "MGMT_value": ["1", "0", "1"],
+            "T1wCE": [1, 0, 0],
+            "FLAIR": [0, 2, 0],
+        }
+    )
+    picked = eligible_patients(table, series=["T1wCE", "FLAIR"], kind="slices")
+    assert picked["BraTS21ID"].tolist() == ["00001", "00002"] and list(picked.columns) == list(table.columns)
+    assert picked.index.tolist() == [0, 1]

@@ -70,3 +70,5 @@ def test_blank_rule():
     sparse = np.zeros((10, 10))
     sparse[0, 0] = 1.0  # 1% of the pixels
     assert is_blank(sparse, level=0.1, min_fraction=0.02) and not is_blank(sparse, level=0.1, min_fraction=0.005)
+    assert is_blank(np.full((8, 8), 0.1), level=0.1, min_fraction=0.02), "a pixel at the level does not exceed it"
+    assert not is_blank(sparse, level=0.1, min_fraction=0.01), "exactly min_fraction above the level is not blank"
