@@ -75,7 +75,7 @@ def test_the_size_checks_allow_exactly_their_limits_whichever_class_is_smaller()
         check_folds(np.array([0] * 10 + [1] * 30), folds=11, val_fraction=0.2)  # negatives the smaller class
     check_folds(np.array([0] * 30 + [1] * 6), folds=5, val_fraction=0.25)  # 4 inner folds of 4 training positives
     assert [inner_folds(v) for v in (0.5, 0.45, 0.25, 0.2, 0.1)] == [2, 2, 4, 5, 10]
-    with pytest.raises(ValueError, match="cv.folds must be at least 2"):
+    with pytest.raises(ValueError, match=r"^cv\.folds must be at least 2$"):
         patient_folds(*cohort(), folds=1, seed=0)
     assert len(patient_folds(*cohort(), folds=2, seed=0)) == 2
 

@@ -15,7 +15,7 @@ def test_bayes_auc_is_computed_on_exactly_the_evaluated_patients():
     assert bayes_auc(patients, oracle) == 1.0
     assert bayes_auc(patients, {**oracle, "00003": -1.0}) == 0.5
     assert bayes_auc(patients, {}) is None
-    with pytest.raises(DataError, match="no latent score for patient 00002"):
+    with pytest.raises(DataError, match=r"^demo_oracle\.csv: no latent score for patient 00002"):
         bayes_auc(patients, {"00001": 3.0, "00003": 2.0})
 
 

@@ -102,3 +102,14 @@ def test_an_oblique_series_cannot_be_planned():
     with pytest.raises(DataError, match="oblique"):
         plan_series(oblique, orientation="axial", middle_fraction=1.0, slice_step=1)
     assert plan_series(oblique, orientation="native", middle_fraction=1.0, slice_step=1).keep == (0, 1, 2)
+
+
+def test_the_slice_gap_is_measured_from_positions_and_a_single_slice_falls_back_to_its_thickness():
+    from dataclasses import replace
+
+    two = [replace(h, thickness=1.5) for h in headers(*SAGITTAL, n=2, shape=(8, 12), gap=5.0)]
+    plan = plan_series(two, orientation="axial", middle_fraction=1.0, slice_step=1)
+    assert plan.spacing == (2.0, 5.0), "two slices 5 mm apart: the gap, not the 1.5 mm thickness"
+    one = [replace(h, thickness=1.5) for h in headers(*SAGITTAL, n=1, shape=(8, 12), gap=5.0)]
+    plan = plan_series(one, orientation="axial", middle_fraction=1.0, slice_step=1)
+    assert plan.spacing == (2.0, 1.5)

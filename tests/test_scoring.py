@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.scoring import Calibration, bootstrap_auc, fit_calibration, summary_metrics
+from stages.scoring import EPS, Calibration, auc, bootstrap_auc, fit_calibration, logit, summary_metrics
 
 
 def test_rank_is_the_percentile_among_the_validation_patients():
@@ -90,3 +90,43 @@ def test_a_calibration_is_written_as_exactly_its_three_fields_and_read_back_equa
     c = Calibration((0.1, 0.4, 0.7), 1.5, -0.25)
     assert c.to_dict() == {"val_scores": [0.1, 0.4, 0.7], "slope": 1.5, "intercept": -0.25}
     assert Calibration.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+
+
+def test_single_repeats_folds_and_classes_give_defined_numbers():
+    rng = np.random.default_rng(2)
+    n = 40
+    rows = pd.DataFrame(
+        {
+            "repeat": 0,
+            "fold": (np.arange(n) // 2) % 2,
+            "BraTS21ID": [f"{i:05d}" for i in range(n)],
+            "MGMT_value": np.arange(n) % 2,
+            **{pool: rng.random(n) for pool in ("raw", "rank", "calibrated")},
+        }
+    )
+    m = summary_metrics(rows, pooling="raw")
+    assert m["patient_auc_sd_repeats"] == 0.0 and m["n_patients"] == n and m["n_positive"] == n // 2
+    two_folds = list(m["folds"].values())
+    assert len(two_folds) == 2 and m["fold_auc_sd"] == pytest.approx(np.std(two_folds, ddof=1))
+    one_fold = summary_metrics(rows.assign(fold=0), pooling="raw")
+    assert one_fold["fold_auc_sd"] == 0.0
+    assert np.isnan(auc(np.ones(5), rng.random(5))), "one class: no AUC"
+
+
+def test_probabilities_at_zero_and_one_stay_finite_and_everything_is_float64():
+    edge = np.log((1 - EPS) / EPS)
+    assert logit(np.array([0.0, 1.0])) == pytest.approx([-edge, edge])
+    assert logit(np.array([0.3], np.float32)).dtype == np.float64
+    cal = Calibration(val_scores=(0.2, 0.5), slope=1.0, intercept=0.0)
+    assert all(v.dtype == np.float64 for v in cal.apply(np.array([0.3], np.float32)).values())
+    for labels in (np.ones(6), np.zeros(6)):  # one class among the validation patients: a finite constant
+        c = fit_calibration(np.linspace(0.1, 0.9, 6), labels)
+        assert c.slope == 0.0 and np.isfinite(c.intercept) and abs(c.intercept) == pytest.approx(edge)
+
+
+def test_a_weak_positive_calibration_slope_is_kept_not_flattened():
+    rng = np.random.default_rng(4)
+    labels = np.arange(400) % 2
+    scores = 1 / (1 + np.exp(-(0.3 * (labels - 0.5) * 4 + rng.normal(0, 2, 400))))
+    c = fit_calibration(scores, labels)
+    assert 0 < c.slope < 1, c
