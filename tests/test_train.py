@@ -72,11 +72,8 @@ def test_no_held_out_patient_trains_or_stops_its_model(training_run, monkeypatch
 
     monkeypatch.setattr(training, "fit_fold", spy)
     cohort = train.prepare(params, paths)
-    out = train.cross_validate(
-        cohort,
-        params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})}),
-        models_dir=tmp_path / "models_dir",
-    )
+    small = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
+    out = train.cross_validate(cohort, small, models_dir=tmp_path / "models_dir")
     held = pd.DataFrame(out.patients)
     assert len(seen) == 3
     for k, (name, fit, val) in enumerate(seen):
@@ -85,7 +82,6 @@ def test_no_held_out_patient_trains_or_stops_its_model(training_run, monkeypatch
         assert fit | val | test == set(cohort.ids)
 
     # what the stage writes is exactly what was gathered, and the card describes the cohort
-    small = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 1})})
     written = paths.model_copy(update={name: str(tmp_path / name) for name in ("oof", "training_log", "models_dir")})
     train.write_outputs(out, cohort=cohort, params=small, paths=written)
     keys = ["repeat", "fold", "BraTS21ID", "MGMT_value"]
