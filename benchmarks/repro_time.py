@@ -55,11 +55,9 @@ def apply_presets(clone: Path, names: list[str]) -> None:
     import yaml
 
     sys.path.insert(0, str(ROOT))
-    from stages.params import Params
-    from stages.preset import merged, preset_values
+    from stages.preset import validated
 
-    params = merged(yaml.safe_load((clone / "params.yaml").read_text()), *(preset_values(n) for n in names))
-    Params.model_validate(params)
+    params = validated(yaml.safe_load((clone / "params.yaml").read_text()), names)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

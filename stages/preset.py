@@ -41,6 +41,14 @@ def merged(base: dict, *presets: dict[str, dict]) -> dict:
     return out
 
 
+def validated(base: dict, names: list[str]) -> dict:
+    """``base`` params with the named presets merged in, checked against the schema (a ParamError
+    for an unknown preset, pydantic's ValueError for a bad key or value)."""
+    params = merged(base, *(preset_values(n) for n in names))
+    Params.model_validate(params)
+    return params
+
+
 def _flow(value: object) -> str:
     """A value as compact YAML without spaces, so ``$(...)`` passes it to dvc as one word."""
     if isinstance(value, list):
@@ -68,13 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="+", help="preset names (files in presets/)")
     args = parser.parse_args(argv)
     try:
-        presets = [preset_values(n) for n in args.names]
-        Params.model_validate(merged(yaml.safe_load(params_file().read_text()), *presets))
+        validated(yaml.safe_load(params_file().read_text()), args.names)
     except ParamError as err:
         sys.exit(f"preset: {err}")
     except ValueError as err:  # pydantic's ValidationError: the preset names a bad key or value
         sys.exit(f"preset: {' '.join(args.names)}: {' '.join(str(err).split())[:300]}")
-    print(" ".join(set_arguments(*presets)))
+    print(" ".join(set_arguments(*(preset_values(n) for n in args.names))))
 
 
 if __name__ == "__main__":

@@ -76,11 +76,12 @@ def _repository_files_untouched():
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    """Content hash of every file under ``root`` by relative path."""
+    """Content hash of every file under ``root`` by relative path (of ``root`` itself by its name
+    when it is a file; nothing when it does not exist)."""
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.exists() else []
     return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
+        (p.relative_to(root).as_posix() if root.is_dir() else p.name): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in files
     }
 
 

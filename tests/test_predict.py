@@ -160,12 +160,30 @@ def test_raw_folders_score_as_their_cached_selves_and_an_empty_one_gets_the_neut
     assert [r["BraTS21ID"] for r in rows[1:]] == ids
     for row in rows[1:]:
         assert row["score"] == pytest.approx(sub[row["BraTS21ID"]], abs=1e-6) and row["note"] == "", row
-    with pytest.raises(DataError, match="no usable slices for T1wCE"):
+    with pytest.raises(DataError, match="no usable slices for T1wCE") as error:
         predict.predict_folders([empty], card=card, files=files, pooling=pooling)
-    with pytest.raises(DataError, match="not a folder"):
-        predict.patient_folders([], tmp_path / "nowhere")
-    with pytest.raises(DataError, match="not a patient folder"):
-        predict.patient_folders([tmp_path / "nowhere"], None)
+    assert error.value.path == str(empty)
     (tmp_path / "none").mkdir()
-    with pytest.raises(DataError, match="no patient folders found"):
-        predict.patient_folders([], tmp_path / "none")
+    for patients, patients_dir, path, reason in [
+        ([], tmp_path / "nowhere", tmp_path / "nowhere", "not a folder"),
+        ([tmp_path / "nowhere"], None, tmp_path / "nowhere", "not a patient folder"),
+        ([], tmp_path / "none", tmp_path / "none", "no patient folders found"),
+        ([], None, ".", "no patient folders found"),
+    ]:
+        with pytest.raises(DataError) as error:
+            predict.patient_folders(patients, patients_dir)
+        assert (error.value.path, error.value.reason) == (str(path), reason)
+
+
+def test_a_folder_named_by_the_bare_number_is_reported_by_its_five_digit_id(predicted, tmp_path):
+    """The challenge's IDs are five digits; a folder named ``123`` is patient ``00123``."""
+    from stages import predict
+
+    folder, _ = predicted
+    source = sorted(p for p in (folder.parent / "raw" / "test").iterdir() if p.is_dir())[0]
+    short = tmp_path / str(int(source.name))
+    shutil.copytree(source, short)
+    card, files = read_card(folder / "models")
+    pooling = load_params(folder / "params.yaml").cv.pooling
+    [row] = predict.predict_folders([short], card=card, files=files, pooling=pooling)
+    assert row["BraTS21ID"] == source.name != short.name

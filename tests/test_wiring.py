@@ -8,7 +8,6 @@ stages that read it, and changing it changes each of those stages' outputs.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import yaml
 from pydantic import BaseModel
 
 from stages.params import Params, Paths, load_paths
+from tests.conftest import tree_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("demo", "inventory", "preprocess", "train", "evaluate", "predict", "report")
@@ -167,14 +167,6 @@ def make_params(changes: dict[str, Any], raw_dir: Path) -> Params:
     return Params.model_validate(data)
 
 
-def digest(path: Path) -> dict[str, str]:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
-    return {
-        p.relative_to(path).as_posix() if path.is_dir() else p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in files
-    }
-
-
 def outcome(stage: str, params: Params, paths: Paths) -> dict[str, Any]:
     """Run one stage; the content of its outputs, or the error it stopped with."""
     from stages.errors import DataError
@@ -183,7 +175,7 @@ def outcome(stage: str, params: Params, paths: Paths) -> dict[str, Any]:
         importlib.import_module(f"stages.{stage}").execute(params, paths)
     except DataError as err:
         return {"error": str(err)}
-    return {name: digest(Path(getattr(paths, name))) for name in output_fields(stage)}
+    return {name: tree_digest(Path(getattr(paths, name))) for name in output_fields(stage)}
 
 
 @dataclass
