@@ -6,6 +6,7 @@ happens in an exported copy of ``HEAD``; uncommitted changes are not mutated.
 
     python scripts/mutation.py                      # the whole scope (SCOPE), hours on 2 cores
     python scripts/mutation.py --report-only        # the table of the last run
+    python scripts/mutation.py --resume             # go on with a stopped run (its mutants not yet run)
     python scripts/mutation.py 'stages.scoring.x_bootstrap_auc__mutmut_*'   # rerun some mutants
 
 The scope is every function of the modules that compute a reported number or decide a rerun, and
@@ -107,6 +108,14 @@ def kill_table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows)
 
 
+def results(*, workdir: Path) -> list[Outcome]:
+    """The outcomes in scope of the run in ``workdir``."""
+    listing = subprocess.run(
+        ["mutmut", "results", "--all", "true"], cwd=workdir, capture_output=True, text=True, check=True
+    ).stdout
+    return parse_results(listing)
+
+
 def run_mutmut(*, workdir: Path, mutants: list[str], log: Path) -> float:
     """Run ``mutmut run`` in ``workdir`` (its spinner goes to ``log``); return the seconds taken."""
     start = time.monotonic()
@@ -120,19 +129,22 @@ def main() -> None:
     parser.add_argument("mutants", nargs="*", help="rerun only these mutants of the last run")
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help=f"where the copy lives (default {WORKDIR})")
     parser.add_argument("--report-only", action="store_true", help="print the last run's table, run nothing")
+    parser.add_argument("--resume", action="store_true", help="run the last run's mutants not yet run, nothing else")
     args = parser.parse_args()
     if not args.report_only:
-        if args.mutants:
+        if args.resume:
+            waiting = [o for o in results(workdir=args.workdir) if o.status == "not checked"]
+            mutants = [f"stages.{o.module}.{o.mutant}" for o in waiting]
+        elif args.mutants:
             sync_tests(workdir=args.workdir)
+            mutants = args.mutants
         else:
             export_head(workdir=args.workdir)
-        mutants = args.mutants or list(SCOPE)
-        seconds = run_mutmut(workdir=args.workdir, mutants=mutants, log=args.workdir / "mutmut.log")
-        print(f"mutmut ran {seconds / 60:.1f} min in {args.workdir} (log: {args.workdir / 'mutmut.log'})")
-    listing = subprocess.run(
-        ["mutmut", "results", "--all", "true"], cwd=args.workdir, capture_output=True, text=True, check=True
-    ).stdout
-    outcomes = parse_results(listing)
+            mutants = list(SCOPE)
+        if mutants:
+            seconds = run_mutmut(workdir=args.workdir, mutants=mutants, log=args.workdir / "mutmut.log")
+            print(f"mutmut ran {seconds / 60:.1f} min in {args.workdir} (log: {args.workdir / 'mutmut.log'})")
+    outcomes = results(workdir=args.workdir)
     if not outcomes:
         sys.exit(f"mutation: no results in {args.workdir}")
     print(kill_table(outcomes))

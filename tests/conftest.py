@@ -15,6 +15,7 @@ from stages.challenge import SERIES
 from stages.demo import build_cohort
 from stages.intensity import Normalisation
 from stages.settings import PreprocessSettings
+from tests.mutation_support import CostRecorder, built_once, order_by_cost, phase
 
 # mutmut sets MUTANT_UNDER_TEST in every run it makes (its coverage pass, its clean run, each
 # mutant's run). Its coverage pass must not reach the stages' subprocesses, which run outside its
@@ -45,7 +46,20 @@ def _start_own_fork_server() -> None:
 
 os.register_at_fork(after_in_child=_start_own_fork_server)
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    if phase() == "stats":
+        config.pluginmanager.register(CostRecorder(), "mutation-costs")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if phase() == "mutant":
+        order_by_cost(items)
+
+
 ROOT = Path(__file__).resolve().parents[1]
+CONFTEST = Path(__file__).read_text()  # what the fixtures built once under mutmut depend on
 TINY = {"n_train": 12, "n_test": 3, "seed": 7, "image_size": 32, "slices": 8, "signal_strength": 1.2, "prevalence": 0.5}
 IDENTIFYING = [b"DEMO^PHANTOM", b"DEMO-PID-", b"19000101", b"20000101", b"DEMO PHANTOM INSTITUTE"]
 
@@ -135,12 +149,7 @@ def write_config(folder: Path, *, raw_dir: Path | None = None, **sections: dict)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (folder / "paths.yaml").write_text(yaml.safe_dump(paths, sort_keys=False))
-    return {
-        **os.environ,
-        "MGMT_PARAMS": str(folder / "params.yaml"),
-        "MGMT_PATHS": str(folder / "paths.yaml"),
-        "PYTHONPATH": str(ROOT),
-    }
+    return config_env(folder)
 
 
 def run_stage(name: str, env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -157,11 +166,13 @@ def preprocess_stage(env: dict[str, str], *args: str) -> subprocess.CompletedPro
     return inventory if inventory.returncode else run_stage("preprocess", env, *args)
 
 
-@pytest.fixture(scope="session")
-def training_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A 40-patient cohort, preprocessed by the stage, with params for quick training (seed CNN,
-    16 px, 3 folds, 2 epochs); returns the run folder and its environment."""
-    folder = tmp_path_factory.mktemp("training")
+def config_env(folder: Path) -> dict[str, str]:
+    """The environment that points the stages at ``folder``'s params.yaml and paths.yaml."""
+    params, paths = folder / "params.yaml", folder / "paths.yaml"
+    return {**os.environ, "MGMT_PARAMS": str(params), "MGMT_PATHS": str(paths), "PYTHONPATH": str(ROOT)}
+
+
+def _training_folder(folder: Path) -> dict:
     raw = folder / "raw"
     build_cohort(out_dir=raw, quirks=False, **{**TINY, "n_train": 40, "n_test": 6})
     env = write_config(
@@ -175,13 +186,30 @@ def training_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     for name in ("inventory", "preprocess"):
         proc = run_stage(name, env)
         assert proc.returncode == 0, proc.stderr
-    return folder / "run", env
+    return {}
 
 
 @pytest.fixture(scope="session")
-def trained_run(training_run: tuple[Path, dict[str, str]]) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
+def training_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A 40-patient cohort, preprocessed by the stage, with params for quick training (seed CNN,
+    16 px, 3 folds, 2 epochs); returns the run folder and its environment."""
+    folder = tmp_path_factory.mktemp("training")
+    stages = ("demo", "inventory", "preprocess")
+    built_once("training", stages=stages, folder=folder, build=_training_folder, version=CONFTEST)
+    return folder / "run", config_env(folder / "run")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
     """:func:`training_run` after the train stage; returns the folder, environment and train's output."""
-    folder, env = training_run
-    proc = run_stage("train", env)
-    assert proc.returncode == 0, proc.stderr
-    return folder, env, proc
+
+    def train(folder: Path) -> dict:
+        _training_folder(folder)
+        proc = run_stage("train", config_env(folder / "run"))
+        assert proc.returncode == 0, proc.stderr
+        return {"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+    folder = tmp_path_factory.mktemp("trained")
+    stages = ("demo", "inventory", "preprocess", "train")
+    proc = built_once("trained", stages=stages, folder=folder, build=train, version=CONFTEST)
+    return folder / "run", config_env(folder / "run"), subprocess.CompletedProcess(**proc)

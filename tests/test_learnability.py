@@ -1,4 +1,5 @@
-"""Learnability controls on the demo cohort, with the default configuration of params.yaml:
+"""Learnability controls on the demo cohort, with the default configuration of params.yaml, on
+both anatomies (the phantom and the MNI152 brain):
 
 * the intensity-quantile probe on the cache stays above a floor (a contrast-erasing preprocessing,
   like the seed's percentile clip, falls to chance: shown too, so the control can fail);
@@ -20,7 +21,7 @@ from stages.params import load_params
 from stages.probe import cache_features, probe_auc
 from tests.conftest import ROOT, run_stage, write_config
 
-pytestmark = pytest.mark.slow  # trains models to a threshold (about 1.5 minutes)
+pytestmark = pytest.mark.slow  # trains models to a threshold (about 3 minutes)
 
 DEFAULT_DEMO = load_params(ROOT / "params.yaml").demo.model_dump()  # the default cohort, quirks and all
 STRONG = {**DEFAULT_DEMO, "n_train": 90, "n_test": 0, "seed": 5, "signal_strength": 4.0, "quirks": False}
@@ -41,13 +42,22 @@ def probe(folder: Path) -> float:
     return probe_auc(features, train["MGMT_value"].astype(int).to_numpy(), seed=42)
 
 
+ANATOMIES = pytest.mark.parametrize("anatomy", ["phantom", "brain"], indirect=True)
+
+
 @pytest.fixture(scope="module")
-def default_cohort(tmp_path_factory) -> Path:
-    raw = tmp_path_factory.mktemp("learn") / "raw"
-    build_cohort(out_dir=raw, **DEFAULT_DEMO)
+def anatomy(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def default_cohort(tmp_path_factory, anatomy) -> Path:
+    raw = tmp_path_factory.mktemp(f"learn-{anatomy}") / "raw"
+    build_cohort(out_dir=raw, **{**DEFAULT_DEMO, "anatomy": anatomy})
     return raw
 
 
+@ANATOMIES
 def test_the_default_cache_keeps_the_label_cue_the_seeds_clip_erases(default_cohort, tmp_path):
     pipeline(tmp_path / "default", default_cohort, stages=("inventory", "preprocess"))
     pipeline(
@@ -63,9 +73,9 @@ def test_the_default_cache_keeps_the_label_cue_the_seeds_clip_erases(default_coh
 
 
 @pytest.fixture(scope="module")
-def strong_cohort(tmp_path_factory) -> Path:
-    raw = tmp_path_factory.mktemp("strong") / "raw"
-    build_cohort(out_dir=raw, **STRONG)
+def strong_cohort(tmp_path_factory, anatomy) -> Path:
+    raw = tmp_path_factory.mktemp(f"strong-{anatomy}") / "raw"
+    build_cohort(out_dir=raw, **{**STRONG, "anatomy": anatomy})
     return raw
 
 
@@ -74,11 +84,20 @@ def model_auc(folder: Path, raw: Path) -> float:
     return json.loads((folder / "eval/metrics.json").read_text())["patient_auc"]
 
 
-def test_a_strong_signal_is_learned(strong_cohort, tmp_path):
+# The brain's lesion is a handful of 4.6 mm pixels on 12 mm slices at the default size, so
+# even a strong label cue is partly averaged away: on this cohort (latent score AUC 0.999) the
+# cache's intensity probe reaches 0.85 on brain anatomy against 0.99 on the phantom's larger
+# tumour, and the model 0.76 against above 0.9.
+LEARNED = {"phantom": 0.9, "brain": 0.7}
+
+
+@ANATOMIES
+def test_a_strong_signal_is_learned(strong_cohort, anatomy, tmp_path):
     auc = model_auc(tmp_path, strong_cohort)
-    assert auc >= 0.9, auc
+    assert auc >= LEARNED[anatomy], auc
 
 
+@ANATOMIES
 def test_permuted_labels_stay_near_chance(strong_cohort, tmp_path):
     raw = tmp_path / "raw"
     import shutil
