@@ -111,7 +111,11 @@ def kill_table(outcomes: list[Outcome]) -> str:
 def results(*, workdir: Path) -> list[Outcome]:
     """The outcomes in scope of the run in ``workdir``."""
     listing = subprocess.run(
-        ["mutmut", "results", "--all", "true"], cwd=workdir, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return parse_results(listing)
 
@@ -120,7 +124,13 @@ def run_mutmut(*, workdir: Path, mutants: list[str], log: Path) -> float:
     """Run ``mutmut run`` in ``workdir`` (its spinner goes to ``log``); return the seconds taken."""
     start = time.monotonic()
     with log.open("w") as out:
-        subprocess.run(["mutmut", "run", *mutants], cwd=workdir, stdout=out, stderr=subprocess.STDOUT, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", *mutants],
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     return time.monotonic() - start
 
 
