@@ -16,7 +16,18 @@ def test_under_mutmuts_coverage_pass_the_oracle_fixture_is_made_for_every_test()
     env = {**os.environ, "MUTANT_UNDER_TEST": "stats"}
     env.pop("MGMT_UNDER_MUTATION", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--setup-only", "tests/test_oracles.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:mutation-costs",
+            "--setup-only",
+            "tests/test_oracles.py",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
