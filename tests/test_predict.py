@@ -156,7 +156,8 @@ def test_raw_folders_score_as_their_cached_selves_and_an_empty_one_gets_the_neut
     rows = predict.predict_folders(folders, card=card, files=files, pooling=pooling)
     sub = pd.read_csv(folder / "submission.csv", dtype={"BraTS21ID": str}).set_index("BraTS21ID")["MGMT_value"]
     assert rows[0]["BraTS21ID"] == "00999" and rows[0]["score"] == card.neutral_score(pooling)
-    assert rows[0]["note"].startswith("no usable slices")
+    missing = "FLAIR: series folder missing; T1w: series folder missing"  # the first three problems
+    assert rows[0]["note"] == f"no usable slices: {missing}; T1wCE: series folder empty"
     assert [r["BraTS21ID"] for r in rows[1:]] == ids
     for row in rows[1:]:
         assert row["score"] == pytest.approx(sub[row["BraTS21ID"]], abs=1e-6) and row["note"] == "", row
@@ -187,3 +188,60 @@ def test_a_folder_named_by_the_bare_number_is_reported_by_its_five_digit_id(pred
     pooling = load_params(folder / "params.yaml").cv.pooling
     [row] = predict.predict_folders([short], card=card, files=files, pooling=pooling)
     assert row["BraTS21ID"] == source.name != short.name
+
+
+def test_a_folder_of_blank_slices_says_so(predicted, tmp_path):
+    """Slices that read well but are all blank (one bright pixel each: not constant, under the
+    foreground fraction) leave no sample and no problem: the note says the slices are blank."""
+    import pydicom
+
+    from stages import predict
+
+    folder, _ = predicted
+    source = sorted(p for p in (folder.parent / "raw" / "test").iterdir() if p.is_dir())[0]
+    blank = tmp_path / source.name
+    shutil.copytree(source, blank)
+    for path in sorted((source / "T1wCE").glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        pixels = np.zeros_like(ds.pixel_array)
+        pixels[0, 0] = pixels.dtype.type(1000)
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(blank / "T1wCE" / path.name)
+    card, files = read_card(folder / "models")
+    pooling = load_params(folder / "params.yaml").cv.pooling
+    [row] = predict.predict_folders([blank, source], card=card, files=files, pooling=pooling)[:1]
+    assert row == {
+        "BraTS21ID": source.name,
+        "score": card.neutral_score(pooling),
+        "note": "no usable slices: all slices blank",
+    }
+
+
+def test_a_test_patient_without_a_cache_entry_gets_the_neutral_score_and_is_named(predicted, tmp_path):
+    """``predict.submission`` in this process: a test patient whose cache entry is missing (all
+    its slices were skipped) gets the neutral score and is listed; the others keep their scores."""
+    from stages import predict
+    from stages.cache import entry_path
+    from stages.params import load_paths
+
+    folder, _ = predicted
+    paths = load_paths(folder / "paths.yaml")
+    card, files = read_card(folder / "models")
+    pooling = load_params(folder / "params.yaml").cv.pooling
+    cache = tmp_path / "cache"
+    shutil.copytree(paths.cache_dir, cache)
+    table = pd.read_csv(paths.patients, dtype=str, keep_default_na=False)
+    ids = table.loc[table["split"] == "test", "BraTS21ID"].tolist()
+    entry_path(cache, f"test/{ids[1]}").unlink()
+    rows, fallback = predict.submission(
+        card=card, files=files, patients_csv=Path(paths.patients), cache_dir=cache, pooling=pooling
+    )
+    sub = pd.read_csv(folder / "submission.csv", dtype={"BraTS21ID": str}).set_index("BraTS21ID")["MGMT_value"]
+    assert fallback == [ids[1]] and [r["BraTS21ID"] for r in rows] == ids
+    assert rows[1]["MGMT_value"] == card.neutral_score(pooling)
+    assert all(r["MGMT_value"] == pytest.approx(sub[r["BraTS21ID"]], abs=1e-6) for r in rows if r is not rows[1])
+    twice = tmp_path / "patients.csv"
+    pd.concat([table, table[table["split"] == "test"].head(1)]).to_csv(twice, index=False)
+    with pytest.raises(DataError) as error:
+        predict.submission(card=card, files=files, patients_csv=twice, cache_dir=cache, pooling=pooling)
+    assert (error.value.path, error.value.reason) == (str(twice), "duplicate test IDs")
