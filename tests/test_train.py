@@ -205,3 +205,32 @@ def test_each_folds_summary_records_its_patients_training_and_held_out_auc():
         "seed": 7,
         "held_out_patient_auc_raw": 0.625,
     }
+
+
+def test_every_held_out_patient_epoch_and_fold_is_recorded_and_each_fold_auc_is_its_patients(trained_run):
+    """The train stage's records, each against what it must hold: every eligible training patient
+    held out once per repeat with its slices numbered from 0; each fold's curve one row per epoch;
+    each fold's summary its patient counts and its held-out AUC, recomputed with scikit-learn
+    from that fold's raw patient scores."""
+    from sklearn.metrics import roc_auc_score
+
+    folder, _, _ = trained_run
+    params = load_params(folder / "params.yaml")
+    table = pd.read_csv(folder / "data/patients.csv", dtype={"BraTS21ID": str}, keep_default_na=False)
+    train_ids = sorted(table.loc[(table["split"] == "train") & (table["T1wCE"].astype(int) > 0), "BraTS21ID"])
+    patients = pd.read_csv(folder / "predictions/oof_patients.csv", dtype={"BraTS21ID": str})
+    slices = pd.read_csv(folder / "predictions/oof_slices.csv", dtype={"BraTS21ID": str})
+    curves = pd.read_csv(folder / "training/curves.csv")
+    folds = json.loads((folder / "training/folds.json").read_text())
+    assert sorted(patients["BraTS21ID"]) == train_ids
+    for pid, rows in slices.groupby("BraTS21ID"):
+        assert rows["sample"].tolist() == list(range(len(rows))), pid
+    assert sorted(slices["BraTS21ID"].unique()) == train_ids
+    assert sorted(folds) == [f"repeat0_fold{k}" for k in range(params.cv.folds)]
+    for (repeat, fold), rows in patients.groupby(["repeat", "fold"]):
+        summary = folds[f"repeat{repeat}_fold{fold}"]
+        epochs = curves[(curves["repeat"] == repeat) & (curves["fold"] == fold)]["epoch"].tolist()
+        assert epochs == list(range(1, params.train.epochs + 1))
+        assert summary["patients"]["held_out"] == len(rows)
+        assert summary["patients"]["fit"] + summary["patients"]["val"] + len(rows) == len(train_ids)
+        assert summary["held_out_patient_auc_raw"] == pytest.approx(roc_auc_score(rows["MGMT_value"], rows["raw"]))
