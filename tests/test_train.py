@@ -234,3 +234,21 @@ def test_every_held_out_patient_epoch_and_fold_is_recorded_and_each_fold_auc_is_
         assert summary["patients"]["held_out"] == len(rows)
         assert summary["patients"]["fit"] + summary["patients"]["val"] + len(rows) == len(train_ids)
         assert summary["held_out_patient_auc_raw"] == pytest.approx(roc_auc_score(rows["MGMT_value"], rows["raw"]))
+
+
+def test_a_model_series_the_cache_lacks_is_one_line_naming_the_key(training_run, tmp_path):
+    from stages import train
+    from stages.cache import CONFIG_FILE
+    from stages.errors import ParamError
+
+    folder, _ = training_run
+    paths = load_paths(folder / "paths.yaml")
+    config = json.loads((Path(paths.cache_dir) / CONFIG_FILE).read_text())
+    config["settings"]["series"] = ["T1w", "T1wCE"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    params = load_params(folder / "params.yaml")
+    params = params.model_copy(update={"model": params.model.model_copy(update={"series": ("FLAIR", "T1wCE")})})
+    with pytest.raises(ParamError) as error:
+        train.prepare(params, paths.model_copy(update={"cache_dir": str(tmp_path)}))
+    assert error.value.key == "model.series"
+    assert str(error.value) == "model.series: ['FLAIR'] not in the preprocessed cache (series ['T1w', 'T1wCE'])"
