@@ -72,3 +72,12 @@ def test_blank_rule():
     assert is_blank(sparse, level=0.1, min_fraction=0.02) and not is_blank(sparse, level=0.1, min_fraction=0.005)
     assert is_blank(np.full((8, 8), 0.1), level=0.1, min_fraction=0.02), "a pixel at the level does not exceed it"
     assert not is_blank(sparse, level=0.1, min_fraction=0.01), "exactly min_fraction above the level is not blank"
+
+
+def test_percentiles_are_estimated_on_a_regular_subsample_of_about_64_pixels_a_side():
+    from stages.intensity import _subsample
+
+    volume = np.arange(2 * 256 * 200).reshape(2, 256, 200)
+    np.testing.assert_array_equal(_subsample(volume), volume[:, ::3, ::3])  # the shorter side sets it
+    np.testing.assert_array_equal(_subsample(volume[:, :130, :128]), volume[:, :130:2, :128:2])
+    np.testing.assert_array_equal(_subsample(volume[:, :100, :64]), volume[:, :100, :64])

@@ -76,6 +76,8 @@ def test_a_sagittal_series_is_reformatted_to_axial_from_every_frame():
 def test_a_native_plan_keeps_the_acquisition_and_its_normal_positions():
     plan = plan_series(headers(*CORONAL, n=6), orientation="native", middle_fraction=1.0, slice_step=2)
     assert plan.perm == (0, 1, 2) and plan.keep == (0, 2, 4) and plan.decode == (0, 2, 4)
+    assert plan.flips == (False, False, False)  # coronal to axial flips its rows; native flips nothing
+    assert axis_map(headers(*CORONAL, n=1)[0], "axial")[1] != (False, False, False)
     normal = unit_normal(*CORONAL)
     assert plan.z == pytest.approx([sum(p * n for p, n in zip(plan.headers[k].position, normal)) for k in (0, 2, 4)])
 
@@ -99,8 +101,12 @@ def test_axis_maps_for_every_target():
 def test_an_oblique_series_cannot_be_planned():
     c = np.cos(np.pi / 4)
     oblique = headers((c, c, 0.0), (-c, c, 0.0), n=3)
-    with pytest.raises(DataError, match="oblique"):
+    with pytest.raises(DataError) as error:
         plan_series(oblique, orientation="axial", middle_fraction=1.0, slice_step=1)
+    assert (error.value.path, error.value.reason) == (
+        "Image-0.dcm",
+        "oblique orientation cannot be mapped to a standard plane",
+    )
     assert plan_series(oblique, orientation="native", middle_fraction=1.0, slice_step=1).keep == (0, 1, 2)
 
 
