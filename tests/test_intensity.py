@@ -81,3 +81,20 @@ def test_percentiles_are_estimated_on_a_regular_subsample_of_about_64_pixels_a_s
     np.testing.assert_array_equal(_subsample(volume), volume[:, ::3, ::3])  # the shorter side sets it
     np.testing.assert_array_equal(_subsample(volume[:, :130, :128]), volume[:, :130:2, :128:2])
     np.testing.assert_array_equal(_subsample(volume[:, :100, :64]), volume[:, :100, :64])
+
+
+def test_reference_normalisation_by_hand_on_a_raised_background():
+    """A volume whose every level is known: 800 background pixels at 100 (one at 0, below the
+    background percentile), 400 dim at 190, 300 brain at 300, 100 rim at 900. By hand: the
+    background level is 100 and the bright one 900, so the foreground is above 180 (dim, brain
+    and rim), its median (190 + 300) / 2 = 245, and the top of the range 100 + 3 x 145 = 535."""
+    values = np.array([0.0] + [100.0] * 799 + [190.0] * 400 + [300.0] * 300 + [900.0] * 100, np.float32)
+    volume = values.reshape(1, 40, 40)
+    before = volume.copy()
+    reference = Normalisation("reference", clip_percentiles=(0.5, 99.5), ceiling=3.0)
+    assert intensity_range(volume, reference) == (100.0, 535.0)
+    out = normalise(volume, reference)
+    assert out.dtype == np.float32 and np.array_equal(volume, before)  # a new array: the input is untouched
+    expected = {0.0: 0.0, 100.0: 0.0, 190.0: 90 / 435, 300.0: 200 / 435, 900.0: 1.0}
+    for value, level in expected.items():
+        assert out[volume == value] == pytest.approx(level, abs=1e-6), value
