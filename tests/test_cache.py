@@ -163,3 +163,22 @@ def test_every_setting_changes_the_cache_key():
         name, _, sub = key.partition(".")
         changed = replace(base, **{name: replace(getattr(base, name), **{sub: value}) if sub else value})
         assert changed != base and CacheConfig(changed).digest != CacheConfig(base).digest, key
+
+
+def test_the_cache_config_names_settings_code_and_versions_with_the_numerics_switch(monkeypatch):
+    from stages.cachekey import library_versions
+    from stages.codehash import libraries_of
+    from stages.numerics import SWITCH
+
+    monkeypatch.delenv(SWITCH, raising=False)
+    assert library_versions() == {**libraries_of(CODE_MODULES), "numerics": "portable"}
+    portable = CacheConfig(settings=make_settings())
+    monkeypatch.setenv(SWITCH, "native")
+    assert library_versions()["numerics"] == "native"
+    native = CacheConfig(settings=make_settings())
+    assert native.digest != portable.digest  # native kernels may round otherwise: other entries
+    assert portable.to_dict() == {
+        "settings": make_settings().to_dict(),
+        "code": code_digest(),
+        "versions": {**libraries_of(CODE_MODULES), "numerics": "portable"},
+    }

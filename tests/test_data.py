@@ -35,8 +35,16 @@ def test_samples_for_each_input_kind():
     assert stack.shape == (5, 8, 8, 2) and stack[..., 0].max() == 2 and stack[..., 1].max() == 1
     assert samples_from_arrays(a, kind="volume", series=["T1wCE", "FLAIR"], depth=4).shape == (1, 4, 8, 8, 2)
     a["FLAIR"] = a["FLAIR"][:0]
+    with pytest.raises(ValueError, match="^unknown input kind 'voxels'$"):
+        samples_from_arrays(a, kind="voxels", series=["T1wCE"], depth=4)
     assert len(samples_from_arrays(a, kind="stack", series=["T1wCE", "FLAIR"], depth=4)) == 0
     assert len(samples_from_arrays(a, kind="volume", series=["T1wCE", "FLAIR"], depth=4)) == 0
+
+
+def test_a_volume_takes_depth_slices_evenly_from_first_to_last():
+    a = {"T1wCE": np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((10, 2, 2), np.uint8)}
+    volume = samples_from_arrays(a, kind="volume", series=["T1wCE"], depth=4)
+    assert volume[0, :, 0, 0, 0].tolist() == [0, 3, 6, 9]  # round(linspace(0, 9, 4))
 
 
 def test_a_stack_pairs_slices_by_position():
@@ -139,10 +147,11 @@ def test_predicted_batches_run_across_patients_in_fixed_sizes(cache):
     class Recorder:
         def predict_on_batch(self, x):
             seen.append(len(x))
-            return np.stack([1 - x[:, 0, 0, 0] / 100.0, x[:, 0, 0, 0] / 100.0], axis=1)
+            return np.stack([1 - x[:, 0, 0, 0] / 100.0, x[:, 0, 0, 0] / 100.0], axis=1).astype(np.float32)  # as Keras
 
     probs = predict_samples(Recorder(), (load(p) for p in paths), batch_size=4)
     assert seen == [4, 4, 4, 4, 4, 1]  # 21 slices
+    assert all(p.dtype == np.float64 for p in probs) and predict_samples(Recorder(), [], batch_size=4) == []
     assert [len(p) for p in probs] == [1, 2, 3, 4, 5, 6]
     for i, p in enumerate(probs):  # patient i's slices hold 10 * i
         np.testing.assert_allclose(p, 0.1 * i)
