@@ -4,6 +4,7 @@ pinned library it loads, changes, and for nothing else."""
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import shutil
 from pathlib import Path
 
@@ -85,3 +86,16 @@ def test_changes_names_modules_and_libraries():
     old = "module a 1\nmodule b 2\nlibrary numpy 2.4\n"
     new = "module a 1\nmodule b 3\nlibrary numpy 2.5\nmodule c 4\n"
     assert changes(old, new) == ["b", "c", "numpy"]
+
+
+def test_a_new_module_and_the_library_it_loads_join_the_fingerprint_of_the_stage_that_imports_it(pkg):
+    """Read from the package given (not the installed one): one line per module and library."""
+    (pkg / "newmod.py").write_text("import xxhash\n\nX = xxhash.xxh64\n")
+    evaluate = pkg / "evaluate.py"
+    evaluate.write_text(evaluate.read_text() + "\nfrom stages import newmod  # noqa: E402,F401\n")
+    text = fingerprint("evaluate", pkg)
+    lines = text.splitlines()
+    assert text.endswith("\n") and all(re.fullmatch(r"(module|library) \S+ \S+", line) for line in lines), text
+    assert any(line.startswith("module newmod ") for line in lines)
+    assert f"library xxhash {importlib.metadata.version('xxhash')}" in lines
+    assert "library xxhash" not in fingerprint("evaluate")  # the installed package: evaluate loads no xxhash
