@@ -119,3 +119,13 @@ def test_the_slice_gap_is_measured_from_positions_and_a_single_slice_falls_back_
     one = [replace(h, thickness=1.5) for h in headers(*SAGITTAL, n=1, shape=(8, 12), gap=5.0)]
     plan = plan_series(one, orientation="axial", middle_fraction=1.0, slice_step=1)
     assert plan.spacing == (2.0, 1.5)
+
+
+def test_choose_slices_is_the_central_run_of_round_n_times_the_fraction_for_every_small_stack():
+    for n in range(1, 41):
+        for fraction in (0.2, 0.25, 0.5, 0.75, 1.0):
+            count = max(1, round(n * fraction))
+            start = (n - count) // 2  # as many left out before the run as after, one more after if odd
+            for step in (1, 2, 3):
+                expected = list(range(start, start + count, step))
+                assert choose_slices(n, middle_fraction=fraction, step=step).tolist() == expected, (n, fraction, step)
