@@ -252,3 +252,16 @@ def test_a_model_series_the_cache_lacks_is_one_line_naming_the_key(training_run,
         train.prepare(params, paths.model_copy(update={"cache_dir": str(tmp_path)}))
     assert error.value.key == "model.series"
     assert str(error.value) == "model.series: ['FLAIR'] not in the preprocessed cache (series ['T1w', 'T1wCE'])"
+
+
+def test_a_per_slice_models_cohort_counts_every_cached_slice_of_each_patient(training_run):
+    """``prepare``: the seed CNN's samples are a patient's slices (they set the steps of an epoch)."""
+    from stages import train
+
+    folder, _ = training_run
+    params, paths = load_params(folder / "params.yaml"), load_paths(folder / "paths.yaml")
+    cohort = train.prepare(params, paths)
+    table = pd.read_csv(paths.patients, dtype=str, keep_default_na=False).set_index("BraTS21ID")
+    assert params.model.name == "seed_cnn" and cohort.kind == "slices"
+    assert cohort.samples.tolist() == [int(table.loc[pid, "T1wCE"]) for pid in cohort.ids]
+    assert cohort.samples.min() > 1
