@@ -55,9 +55,9 @@ def apply_presets(clone: Path, names: list[str]) -> None:
     import yaml
 
     sys.path.insert(0, str(ROOT))
-    from stages.preset import validated
+    from stages.preset import preset_values, validated
 
-    params = validated(yaml.safe_load((clone / "params.yaml").read_text()), names)
+    params = validated(yaml.safe_load((clone / "params.yaml").read_text()), *(preset_values(n) for n in names))
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -41,10 +41,10 @@ def merged(base: dict, *presets: dict[str, dict]) -> dict:
     return out
 
 
-def validated(base: dict, names: list[str]) -> dict:
-    """``base`` params with the named presets merged in, checked against the schema (a ParamError
-    for an unknown preset, pydantic's ValueError for a bad key or value)."""
-    params = merged(base, *(preset_values(n) for n in names))
+def validated(base: dict, *presets: dict[str, dict]) -> dict:
+    """``base`` params with the presets merged in, checked against the schema (pydantic's
+    ValueError for a bad key or value)."""
+    params = merged(base, *presets)
     Params.model_validate(params)
     return params
 
@@ -76,12 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="+", help="preset names (files in presets/)")
     args = parser.parse_args(argv)
     try:
-        validated(yaml.safe_load(params_file().read_text()), args.names)
+        presets = [preset_values(n) for n in args.names]
+        validated(yaml.safe_load(params_file().read_text()), *presets)
     except ParamError as err:
         sys.exit(f"preset: {err}")
     except ValueError as err:  # pydantic's ValidationError: the preset names a bad key or value
         sys.exit(f"preset: {' '.join(args.names)}: {' '.join(str(err).split())[:300]}")
-    print(" ".join(set_arguments(*(preset_values(n) for n in args.names))))
+    print(" ".join(set_arguments(*presets)))
 
 
 if __name__ == "__main__":

@@ -200,16 +200,18 @@ def training_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
-    """:func:`training_run` after the train stage; returns the folder, environment and train's output."""
+def trained_run(
+    training_run: tuple[Path, dict[str, str]],
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
+    """:func:`training_run` after the train stage (in its folder); returns the folder, environment
+    and train's output."""
+    run, env = training_run
 
     def train(folder: Path) -> dict:
-        _training_folder(folder)
         proc = run_stage("train", config_env(folder / "run"))
         assert proc.returncode == 0, proc.stderr
         return {"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
 
-    folder = tmp_path_factory.mktemp("trained")
     stages = ("demo", "inventory", "preprocess", "train")
-    proc = built_once("trained", stages=stages, folder=folder, build=train, version=CONFTEST)
-    return folder / "run", config_env(folder / "run"), subprocess.CompletedProcess(**proc)
+    proc = built_once("trained", stages=stages, folder=run.parent, build=train, version=CONFTEST)
+    return run, env, subprocess.CompletedProcess(**proc)
