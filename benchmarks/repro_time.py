@@ -1,6 +1,6 @@
 """How long the default ``dvc repro`` takes, stage by stage, from a fresh clone and on a forced rerun.
 
-    python benchmarks/repro_time.py [--repeats 1] [--preset brain ...]
+    python benchmarks/repro_time.py [--repeats 1] [--preset phantom ...]
 
 Clones this repository's committed ``HEAD`` into a temporary folder (a new one each repeat), runs
 ``dvc repro`` there with this Python environment first on ``PATH``, then ``dvc repro -f`` (every
@@ -8,7 +8,7 @@ stage again; the preprocessed cache is reused, as on a user's rerun). Each stage
 from DVC's ``Running stage`` line to the next one (so DVC's own hashing of a stage's outputs counts
 towards it). Prints a markdown table: the median over ``--repeats`` of each stage and of the whole
 command, and the patient AUC, which must not depend on the run. ``--preset`` applies presets
-(``presets/<name>.yaml``) to the clone's ``params.yaml`` first, e.g. to time brain anatomy.
+(``presets/<name>.yaml``) to the clone's ``params.yaml`` first, e.g. to time the phantom.
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "scripts" / "out"
 SIZES = {  # a cohort: params.yaml as it is, or a preset (presets/<name>.yaml)
-    "default": {},
+    "default": {},  # brain anatomy
+    "brain": {"demo.anatomy": "brain"},  # the default, named
+    "phantom": "phantom",
     "large": "large",
-    "brain": "brain",
     "realistic": "realistic",
     "null": "null",
 }
@@ -46,6 +47,8 @@ ROWS = {  # row -> a preset, or changes to params.yaml (the normalisation is add
     "cnn25d": {"model.name": "cnn25d", "model.series": ["FLAIR", "T1w", "T1wCE", "T2w"], "train.batch_size": 32},
     "resnet3d": {"model.name": "resnet3d"},
     "cnn3d": {"model.name": "cnn3d"},
+    "mil_cnn, 16 slices": {"model.depth": 16},  # every kept slice where 8 would skip some
+    "mil_cnn, 30 epochs": {"train.epochs": 30},  # for presets that train 20
     # where the kept half of each stack sits (presets that keep every slice otherwise)
     "mil_cnn, middle half": {"preprocess.middle_fraction": 0.5, "preprocess.window": "middle"},
     "mil_cnn, half centred on the largest area": {
@@ -102,6 +105,39 @@ def demo_dir(params, *, permuted: bool) -> Path:  # noqa: ANN001
     return copy
 
 
+def run_dir(raw: Path, params) -> Path:  # noqa: ANN001
+    """Where a cell's stage outputs live."""
+    return OUT / "runs" / key([str(raw), params.model_dump(mode="json")])
+
+
+def seeds_gap(records: list[dict]) -> tuple[float, float, float] | None:
+    """The Bayes-optimal AUC minus the seeds' mean patient AUC, with a 95% paired bootstrap interval
+    over patients: each seed's out-of-fold scores taken as a repeat of the cross-validation, as
+    ``evaluate`` does for ``cv.repeats``. None without the runs' outputs or a latent score."""
+    import pandas as pd
+
+    from stages.cohort import read_oracle
+    from stages.params import Params
+    from stages.scoring import bootstrap_values, interval95
+
+    runs = []
+    for r in records:
+        params = Params.model_validate(r["params"])
+        raw = OUT / f"demo_{key(params.demo.model_dump())}"
+        raw = raw.with_name(raw.name + "_permuted") if "permuted" in r["row"] else raw
+        oof = run_dir(raw, params) / "oof" / "oof_patients.csv"
+        if not oof.exists():
+            return None
+        runs.append(pd.read_csv(oof, dtype={"BraTS21ID": str}).assign(repeat=len(runs)))
+    oracle = read_oracle(raw)
+    if not oracle:
+        return None
+    patients = pd.concat(runs)
+    gap = float(np.mean([r["bayes_auc"] - r["patient_auc"] for r in records]))
+    lo, hi = interval95(bootstrap_values(patients, params.cv.pooling, reference=oracle))
+    return gap, lo, hi
+
+
 def run_cell(params, *, permuted: bool = False) -> dict:  # noqa: ANN001
     """Run the pipeline's own stages (inventory, preprocess, train, evaluate) for one configuration,
     sharing the cohort's inventory and each preprocessing's cache between cells; returns the metrics."""
@@ -112,7 +148,7 @@ def run_cell(params, *, permuted: bool = False) -> dict:  # noqa: ANN001
     raw = demo_dir(params, permuted=permuted)
     settings = preprocess.settings_from_params(params.preprocess)
     cache = OUT / f"cache_{key([str(raw), settings.to_dict()])}"
-    out = OUT / "runs" / key([str(raw), params.model_dump(mode="json")])
+    out = run_dir(raw, params)
     params = params.model_copy(update={"data": params.data.model_copy(update={"raw_dir": str(raw)})})
     shared = {  # per cohort, per cache; the rest per run
         "inventory": str(raw.with_name(raw.name + "_inventory.tsv")),
@@ -184,7 +220,7 @@ def main() -> None:
     for size, row, norm, seed, changes in cells(args.size, args.seeds, args.rows, args.norms):
         params = params_with(changes)
         cell_id = cell_key(params, permuted="permuted" in row)
-        current.append(cell_id)
+        current.append((cell_id, size, row))  # rows with the same parameters share a result
         if cell_id in done or args.table_only:
             continue
         start = time.perf_counter()
@@ -207,7 +243,7 @@ def main() -> None:
             f"{size} | {row} | {norm} | seed {seed}: patient AUC {metrics['patient_auc']:.3f} ({record['seconds']} s)",
             flush=True,
         )
-    print_table([done[i] for i in current if i in done])
+    print_table([{**done[i], "size": size, "row": row} for i, size, row in current if i in done])
 
 
 def print_table(records: list[dict]) -> None:
@@ -220,12 +256,15 @@ def print_table(records: list[dict]) -> None:
         v = np.array([r[k] for r in rs if k in r])
         return f"{v.mean():.3f} +- {v.std(ddof=1):.3f}" if len(v) > 1 else (f"{v[0]:.3f}" if len(v) else "-")
 
-    print("\n| cohort | model | normalisation | patient AUC (mean +- sd) | fold AUC mean | probe | Bayes | seeds |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    columns = ("cohort", "model", "normalisation", "patient AUC (mean +- sd)", "fold AUC mean", "probe", "Bayes")
+    print("\n| " + " | ".join((*columns, "gap (95% CI)", "seeds")) + " |")
+    print("| --- " * (len(columns) + 2) + "|")
     for (size, row, norm), rs in sorted(
         groups.items(), key=lambda kv: (list(SIZES).index(kv[0][0]), kv[0][1], kv[0][2])
     ):
         cells = [stat(rs, k) for k in ("patient_auc", "fold_auc_mean", "probe_auc", "bayes_auc")]
+        gap = seeds_gap(rs) if "permuted" not in row else None
+        cells.append("-" if gap is None else "{:.3f} ({:.3f} to {:.3f})".format(*gap))
         print(f"| {size} | {row} | {norm} | {' | '.join(cells)} | {len(rs)} |")
 
 

@@ -20,7 +20,7 @@ from stages.cohort import ORACLE_FILE, read_oracle
 from stages.errors import DataError
 from stages.io import write_json
 from stages.params import Params, Paths
-from stages.scoring import auc, summary_metrics
+from stages.scoring import auc, bootstrap_values, interval95, summary_metrics
 
 log = logging.getLogger("evaluate")
 # what `dvc metrics show` lists: it fits 120 columns
@@ -72,9 +72,12 @@ def evaluate(
     sample = slice_auc(slices)
     if sample is not None:
         metrics["slice_auc"] = sample
-    bayes = bayes_auc(patients, oracle)
-    if bayes is not None:
-        metrics["bayes_auc"] = bayes
+    if oracle:
+        metrics["bayes_auc"] = bayes_auc(patients, oracle)
+        # the gap's interval is paired: both AUCs on the same resampled patients
+        metrics["bayes_gap"] = metrics["bayes_auc"] - metrics["patient_auc"]
+        draws = bootstrap_values(patients, pooling, seed=seed, reference=oracle)
+        metrics["bayes_gap_ci95"] = list(interval95(draws))
     return metrics
 
 
@@ -135,7 +138,11 @@ def main() -> None:
         metrics["fold_auc_mean"],
         metrics["fold_auc_sd"],
         metrics["n_patients"],
-        "n/a (real data)" if "bayes_auc" not in metrics else f"{metrics['bayes_auc']:.3f}",
+        "n/a (real data)"
+        if "bayes_auc" not in metrics
+        else "{:.3f}, gap {:.3f} (95% CI {:.3f}-{:.3f})".format(
+            metrics["bayes_auc"], metrics["bayes_gap"], *metrics["bayes_gap_ci95"]
+        ),
     )
 
 

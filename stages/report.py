@@ -2,8 +2,9 @@
 
 Writes ``reports/html/index.html`` (the metrics table, the training curves of every fold, the
 out-of-fold ROC, precision-recall and confusion matrix, the preprocessing summary and montages,
-every chart embedded as an image) and ``reports/html/montage_<series>.png`` (the middle slice of
-``report.montage_patients`` training patients as the model sees it, captioned with ID and label).
+every chart embedded as an image) and ``reports/html/montage_<series>.png`` (a slice of each of
+``report.montage_patients`` training patients as the model sees it, at the patient's most FLAIR-bright
+level in every series, captioned with ID and label).
 """
 
 from __future__ import annotations
@@ -129,10 +130,34 @@ def outcome_figures(patients: pd.DataFrame, *, pooling: str, oracle: dict[str, f
     return figures
 
 
-def montage(cache_dir: Path, table: pd.DataFrame, *, series: str, count: int) -> bytes:
-    """The middle slice of ``series`` for the first ``count`` training patients, captioned."""
+def montage_level(arrays: dict[str, np.ndarray], *, series: tuple[str, ...]) -> float | None:
+    """The slice position (mm) a patient's montages show: where FLAIR (else the first series with a
+    slice) has the most pixels brighter than twice its foreground median, as the oedema around a
+    glioblastoma is on FLAIR; the middle slice when nothing is that bright; None without slices."""
+    names = [n for n in ("FLAIR", *series) if n in series and len(arrays.get(n, ()))]
+    if not names:
+        return None
+    stack, z = arrays[names[0]], arrays[f"{names[0]}_z"]
+    foreground = stack[stack > 0]
+    if not foreground.size:
+        return float(z[len(z) // 2])
+    bright = (stack > 2 * np.median(foreground)).sum(axis=(1, 2))
+    return float(z[int(np.argmax(bright))] if bright.max() > 0 else z[len(z) // 2])
+
+
+def montage_levels(cache_dir: Path, patients: list[str], *, series: tuple[str, ...]) -> dict[str, float | None]:
+    """:func:`montage_level` of each training patient."""
+    levels = {}
+    for pid in patients:
+        with np.load(entry_path(cache_dir, f"train/{pid}")) as npz:
+            levels[pid] = montage_level({k: npz[k] for k in npz.files}, series=series)
+    return levels
+
+
+def montage(cache_dir: Path, table: pd.DataFrame, *, series: str, levels: dict[str, float | None]) -> bytes:
+    """For each patient of ``levels``, the cached slice of ``series`` nearest its level, captioned."""
     plt = _pyplot()
-    train = table[table["split"] == "train"].head(count)
+    train = table[table["BraTS21ID"].isin(levels) & (table["split"] == "train")]
     cols = int(np.ceil(np.sqrt(max(1, len(train)))))
     rows = int(np.ceil(len(train) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.15 * rows), squeeze=False)
@@ -140,13 +165,15 @@ def montage(cache_dir: Path, table: pd.DataFrame, *, series: str, count: int) ->
         ax.axis("off")
     for ax, (_, r) in zip(axes.ravel(), train.iterrows()):
         with np.load(entry_path(cache_dir, f"train/{r['BraTS21ID']}")) as npz:
-            stack = npz[series]
-        if len(stack):
-            ax.imshow(stack[len(stack) // 2], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            stack, z = npz[series], npz[f"{series}_z"]
+        level = levels[r["BraTS21ID"]]
+        if len(stack) and level is not None:
+            k = int(np.argmin(np.abs(z - level)))
+            ax.imshow(stack[k], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         else:
             ax.text(0.5, 0.5, "no usable slice", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{r['BraTS21ID']}  MGMT {r['MGMT_value']}", fontsize=9)
-    fig.suptitle(f"{series}: the middle cached slice of each patient", fontsize=11)
+    fig.suptitle(f"{series}: each patient at its most FLAIR-bright level", fontsize=11)
     return _png(fig)
 
 
@@ -200,6 +227,9 @@ def metrics_table(metrics: dict, *, pooling: str) -> str:
         rows.append(_row("slice AUC", metrics["slice_auc"], "single slices, not patients"))
     if "bayes_auc" in metrics:
         rows.append(_row("Bayes-optimal AUC", metrics["bayes_auc"], "demo cohort: the best any model could reach here"))
+        low, high = metrics["bayes_gap_ci95_low"], metrics["bayes_gap_ci95_high"]
+        gap = f"{metrics['bayes_gap']:.3f} (95% CI {low:.3f} to {high:.3f})"
+        rows.append(_row("gap to Bayes", gap, "Bayes-optimal minus patient AUC; paired bootstrap over patients"))
     rows.append(_row("patients (positive)", f"{metrics['n_patients']} ({metrics['n_positive']})", "scored out of fold"))
     return "<table><tr><th>metric</th><th>value</th><th>meaning</th></tr>" + "".join(rows) + "</table>"
 
@@ -253,10 +283,9 @@ def execute(params: Params, paths: Paths) -> Written:
     table = read_patients(paths.patients)
     settings = read_settings(Path(paths.cache_dir))
     pre = read_json(paths.preprocess_report)
-    montages = {
-        s: montage(Path(paths.cache_dir), table, series=s, count=params.report.montage_patients)
-        for s in settings.series
-    }
+    shown = list(table[table["split"] == "train"]["BraTS21ID"].head(params.report.montage_patients))
+    levels = montage_levels(Path(paths.cache_dir), shown, series=tuple(settings.series))
+    montages = {s: montage(Path(paths.cache_dir), table, series=s, levels=levels) for s in settings.series}
     for s, png in montages.items():
         atomic_write_bytes(out / f"montage_{s}.png", png)
     training = curve_figures(curves)
@@ -283,7 +312,9 @@ def execute(params: Params, paths: Paths) -> Written:
         ),
         (
             "Montages",
-            f"<p>What the cache holds; the model reads {', '.join(params.model.series)}.</p>"
+            f"<p>What the cache holds; the model reads {', '.join(params.model.series)}. Each patient is shown "
+            "at one level in every series: FLAIR's cached slice with the most bright tissue (the oedema around "
+            "a tumour), and in each other series the slice nearest it.</p>"
             + "".join(f"<figure>{_img(png, s)}</figure>" for s, png in montages.items()),
         ),
     ]

@@ -92,14 +92,31 @@ def rank_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
         return ((ranks * labels).sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-def bootstrap_auc(patients: pd.DataFrame, column: str, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the repeat-averaged pooled AUC, resampling patients."""
+def bootstrap_values(
+    patients: pd.DataFrame, column: str, *, resamples: int = 2000, seed: int = 0, reference: dict | None = None
+) -> np.ndarray:
+    """The repeat-averaged pooled AUC of each of ``resamples`` resamples of the patients (drawn as
+    ``default_rng(seed).integers(0, patients, (resamples, patients))``, patients ordered by ID);
+    with ``reference`` (a score per patient ID), the AUC of those scores minus it, on the same draws."""
     wide = patients.pivot_table(index="BraTS21ID", columns="repeat", values=column)
     labels = patients.groupby("BraTS21ID")["MGMT_value"].first().loc[wide.index].to_numpy()
     idx = np.random.default_rng(seed).integers(0, len(labels), (resamples, len(labels)))
     values = np.mean([rank_auc(labels[idx], wide.to_numpy()[:, r][idx]) for r in range(wide.shape[1])], axis=0)
+    if reference is None:
+        return values
+    ref = np.array([reference[pid] for pid in wide.index])
+    return rank_auc(labels[idx], ref[idx]) - values
+
+
+def interval95(values: np.ndarray) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles (resamples with one class only left out)."""
     lo, hi = np.nanpercentile(values, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def bootstrap_auc(patients: pd.DataFrame, column: str, *, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the repeat-averaged pooled AUC, resampling patients."""
+    return interval95(bootstrap_values(patients, column, resamples=resamples, seed=seed))
 
 
 def summary_metrics(patients: pd.DataFrame, *, pooling: str, seed: int = 0) -> dict:

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_stage
@@ -50,3 +51,22 @@ def test_montages_are_written_per_series(reported):
     for series in ("FLAIR", "T1w", "T1wCE", "T2w"):
         png = (reported / f"reports/html/montage_{series}.png").read_bytes()
         assert png[:4] == b"\x89PNG" and len(png) > 5000
+
+
+def test_a_patients_montage_level_is_its_most_flair_bright_slice():
+    from stages.report import montage_level
+
+    flair = np.full((5, 8, 8), 60, np.uint8)
+    flair[:, :2] = 0  # background
+    flair[3, 4:, 4:] = 130  # oedema on the slice at 12 mm: above twice the foreground median (60)
+    t1 = np.full((2, 8, 8), 60, np.uint8)
+    t1[0, 0, 0] = 255  # brighter on another series: not what sets the level
+    z = np.array([0.0, 4.0, 8.0, 12.0, 16.0], np.float32)
+    arrays = {"FLAIR": flair, "FLAIR_z": z, "T1w": t1, "T1w_z": np.array([0.0, 16.0], np.float32)}
+    assert montage_level(arrays, series=("FLAIR", "T1w")) == 12.0
+    assert montage_level(arrays, series=("T1w", "FLAIR")) == 12.0  # FLAIR first, whatever the order
+    flair[3, 4:, 4:] = 115  # nothing twice the foreground median: the middle slice
+    assert montage_level(arrays, series=("FLAIR", "T1w")) == 8.0
+    assert montage_level(arrays, series=("T1w",)) == 0.0  # without FLAIR, the first series present
+    empty = {"FLAIR": flair[:0], "FLAIR_z": z[:0]}
+    assert montage_level(empty, series=("FLAIR",)) is None

@@ -67,7 +67,7 @@ ALTERNATIVES: dict[str, Change] = {
     "demo.signal_strength": Change(0.3),
     "demo.prevalence": Change(0.3),
     "demo.quirks": Change(False),
-    "demo.anatomy": Change("brain"),
+    "demo.anatomy": Change("phantom"),
     "preprocess.series": Change(("FLAIR", "T1wCE")),
     "preprocess.exclude": Change("<one more patient>"),
     "preprocess.orientation": Change("native"),
@@ -313,7 +313,8 @@ def test_evaluates_summary_line_reports_the_numbers_in_its_files(run, tmp_path, 
         f"{m['patient_auc_ci95_high']:.3f}; rank pooling; raw {m['patient_auc_raw']:.3f}, rank "
         f"{m['patient_auc_rank']:.3f}, calibrated {m['patient_auc_calibrated']:.3f}; folds "
         f"{m['fold_auc_mean']:.3f} +/- {m['fold_auc_sd']:.3f}) on {m['n_patients']} patients; "
-        f"Bayes-optimal {m['bayes_auc']:.3f}"
+        f"Bayes-optimal {m['bayes_auc']:.3f}, gap {m['bayes_gap']:.3f} (95% CI {m['bayes_gap_ci95_low']:.3f}-"
+        f"{m['bayes_gap_ci95_high']:.3f})"
     )
     assert line == expected
 
