@@ -49,6 +49,7 @@ ROWS = {  # row -> a preset, or changes to params.yaml (the normalisation is add
     "cnn3d": {"model.name": "cnn3d"},
     "mil_cnn, 16 slices": {"model.depth": 16},  # every kept slice where 8 would skip some
     "mil_cnn, 30 epochs": {"train.epochs": 30},  # for presets that train 20
+    "mil_cnn, width 16": {"model.width": 16},
     # where the kept half of each stack sits (presets that keep every slice otherwise)
     "mil_cnn, middle half": {"preprocess.middle_fraction": 0.5, "preprocess.window": "middle"},
     "mil_cnn, half centred on the largest area": {
