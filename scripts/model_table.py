@@ -85,15 +85,21 @@ def cell_key(params, *, permuted: bool) -> str:  # noqa: ANN001
     return key(params.model_dump(mode="json")) + ("-permuted" if permuted else "")
 
 
+def demo_path(params, *, permuted: bool) -> Path:  # noqa: ANN001
+    """Where a cell's demo cohort lives (its labels permuted, or not)."""
+    return OUT / f"demo_{key(params.demo.model_dump())}{'_permuted' if permuted else ''}"
+
+
 def demo_dir(params, *, permuted: bool) -> Path:  # noqa: ANN001
+    """:func:`demo_path`, the cohort written there first if missing."""
     from stages.demo import build_cohort
 
-    path = OUT / f"demo_{key(params.demo.model_dump())}"
+    path = demo_path(params, permuted=False)
     if not (path / "train_labels.csv").exists():
         build_cohort(out_dir=path, **params.demo.model_dump())
     if not permuted:
         return path
-    copy = path.with_name(path.name + "_permuted")
+    copy = demo_path(params, permuted=True)
     if not (copy / "train_labels.csv").exists():
         import pandas as pd
 
@@ -124,8 +130,7 @@ def seeds_gap(records: list[dict]) -> tuple[float, float, float] | None:
     runs = []
     for r in records:
         params = Params.model_validate(r["params"])
-        raw = OUT / f"demo_{key(params.demo.model_dump())}"
-        raw = raw.with_name(raw.name + "_permuted") if "permuted" in r["row"] else raw
+        raw = demo_path(params, permuted="permuted" in r["row"])
         oof = run_dir(raw, params) / "oof" / "oof_patients.csv"
         if not oof.exists():
             return None
