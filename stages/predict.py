@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ import numpy as np
 from stages.cache import entry_path
 from stages.card import ModelCard, read_card
 from stages.cohort import normalise_id, read_patients
-from stages.errors import DataError, Problem
+from stages.errors import DataError
 from stages.io import write_csv, write_json
 
 if TYPE_CHECKING:
@@ -65,18 +66,13 @@ def folder_samples(folder: Path, *, card: ModelCard) -> tuple[np.ndarray, str]:
     from stages.errors import Problems
     from stages.volume import load_patient
 
+    # only the series the model reads: the others would cost I/O and fill the note with their problems
+    settings = replace(card.preprocess, series=tuple(card.model.series))
     problems = Problems(root=folder)
-    arrays = load_patient(folder, settings=card.preprocess, reader=FastReader(), problems=problems)
+    arrays = load_patient(folder, settings=settings, reader=FastReader(), problems=problems)
     x = samples_from_arrays(arrays, kind=card.input_kind, series=card.model.series, depth=card.model.depth)
-    unread = set(card.preprocess.series) - set(card.model.series)
-    return x, why_unusable(problems.items, unread_series=unread)
-
-
-def why_unusable(problems: list[Problem], *, unread_series: set[str]) -> str:
-    """Why a patient has no usable slices: its first three problems, leaving out those of series the
-    model does not read (a missing FLAIR is no reason for a T1wCE model); else every slice was blank."""
-    relevant = [p for p in problems if p.file.split("/")[0] not in unread_series]
-    return "; ".join(f"{p.file}: {p.reason}" for p in relevant[:3]) or "all slices blank"
+    reasons = "; ".join(f"{p.file}: {p.reason}" for p in problems.items[:3]) or "all slices blank"
+    return x, reasons
 
 
 def patient_folders(patients: list[Path], patients_dir: Path | None) -> list[Path]:
