@@ -38,9 +38,8 @@ def phase() -> str | None:
     """``"mutant"`` in a mutant's run, ``"clean"`` in mutmut's clean and forced-fail runs,
     ``"stats"`` in its coverage pass (where ``tests/conftest.py`` hides ``MUTANT_UNDER_TEST``),
     None outside mutmut."""
-    value = os.environ.get("MUTANT_UNDER_TEST")
-    if value is not None:
-        return "mutant" if MUTANT.match(value) else "clean"
+    if "MUTANT_UNDER_TEST" in os.environ:
+        return "mutant" if mutated_module() else "clean"
     return "stats" if os.environ.get("MGMT_UNDER_MUTATION") == "stats" else None
 
 
