@@ -32,16 +32,18 @@ def _write_seed_runs(*, n: int = 40, seeds: tuple[int, ...] = (42, 1, 2)):  # no
     import numpy as np
     import pandas as pd
 
+    from stages.cohort import ORACLE_FILE
+
     rng = np.random.default_rng(5)
     ids = [f"{i:05d}" for i in range(1, n + 1)]
     labels = np.tile([0, 1], n // 2)
     oracle = labels + rng.normal(0, 1, n)
+    raw = model_table.demo_path(model_table.params_with({}), permuted=False)  # the CV seed is not demo's
+    raw.mkdir(parents=True)
+    pd.DataFrame({"BraTS21ID": ids, "score": oracle}).to_csv(raw / ORACLE_FILE, index=False)
     records, scores = [], []
     for seed in seeds:
         params = model_table.params_with({"cv.seed": seed})
-        raw = model_table.demo_path(params, permuted=False)
-        raw.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"BraTS21ID": ids, "score": oracle}).to_csv(raw / "demo_oracle.csv", index=False)
         score = labels * 0.3 + rng.normal(0, 1, n)
         table = pd.DataFrame({"repeat": 0, "fold": np.arange(n) % 5, "BraTS21ID": ids, "MGMT_value": labels})
         for column in ("raw", "rank", "calibrated"):
@@ -92,7 +94,9 @@ def test_the_gap_is_not_given_when_a_seeds_run_has_no_outputs(tmp_path, monkeypa
 
 
 def test_the_gap_is_not_given_without_a_latent_score(tmp_path, monkeypatch):
+    from stages.cohort import ORACLE_FILE
+
     monkeypatch.setattr(model_table, "OUT", tmp_path)
     records, *_ = _write_seed_runs()
-    next(tmp_path.glob("demo_*/demo_oracle.csv")).unlink()
+    next(tmp_path.glob(f"demo_*/{ORACLE_FILE}")).unlink()
     assert model_table.seeds_gap(records) is None
